@@ -1,0 +1,50 @@
+"""Neon + Tortoise ORM quickstart: create a table, insert a user, list the newest users.
+
+Run it with `python main.py` (or `python main.py --name Ada`). DATABASE_URL comes from .env;
+database.py turns it into Tortoise's settings and handles what can go wrong.
+"""
+
+import argparse
+
+from tortoise import fields
+from tortoise.expressions import RawSQL
+from tortoise.models import Model
+
+import database
+
+
+class User(Model):
+    id = fields.IntField(primary_key=True)
+    name = fields.CharField(max_length=50)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "demo_users"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+async def main(name: str) -> None:
+    # Connect, create the table if needed; connections are closed when the block ends.
+    async with database.connect(models=[__name__]):
+        user = await User.create(name=name)
+        print(f"Inserted user #{user.id}: {user}")
+
+        # The newest 10 users and the total count, in one query.
+        newest = await User.annotate(total=RawSQL("(SELECT count(*) FROM demo_users)")).order_by("-id").limit(10)
+        print(f"{newest[0].total} users in total; newest {len(newest)}:")
+        for u in newest:
+            print(f"  #{u.id} {u.name} (added {u.created_at:%Y-%m-%d %H:%M:%S} UTC)")
+
+
+def user_name(value: str) -> str:
+    if not 1 <= len(value.strip()) <= 50:
+        raise argparse.ArgumentTypeError("the name must be 1 to 50 characters")
+    return value.strip()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Insert a user into Neon and list the newest users.")
+    parser.add_argument("--name", type=user_name, default="Neon User", help='default: "Neon User"')
+    database.run(main(parser.parse_args().name))

@@ -1,0 +1,37 @@
+"""Transactions with Tortoise ORM: a block that fails is rolled back, a block that succeeds commits.
+
+Run it with `python transactions.py`. It works on a fresh database: it creates the table itself.
+"""
+
+import uuid
+
+from tortoise.transactions import in_transaction
+
+import database
+from main import User
+
+
+async def main() -> None:
+    async with database.connect(models=["main"]):
+        run = uuid.uuid4().hex[:8]  # tags this run's rows, so the counts below are exact
+        alice, bob = f"Alice (run {run})", f"Bob (run {run})"
+
+        # 1. The block raises after the insert: everything in it is rolled back.
+        try:
+            async with in_transaction():
+                await User.create(name=alice)
+                raise RuntimeError("payment declined")
+        except RuntimeError as error:
+            print(f"1. Inserted {alice!r}, then the block raised ({error}): rolled back.")
+
+        # 2. The block completes: its insert is committed.
+        async with in_transaction():
+            await User.create(name=bob)
+        print(f"2. Inserted {bob!r} and the block completed: committed.")
+
+        saved = await User.filter(name__in=[alice, bob]).values_list("name", flat=True)
+        print(f"Rows saved by this run: {saved.count(alice)} for {alice!r}, {saved.count(bob)} for {bob!r}.")
+
+
+if __name__ == "__main__":
+    database.run(main())
