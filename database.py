@@ -60,7 +60,6 @@ class DatabaseError(Exception):
 class DatabaseSettings:
     """What a DATABASE_URL says, in the terms asyncpg and Tortoise need."""
 
-    url: str
     engine: str  # "postgres" or "sqlite"
     host: str = ""
     port: int = 5432
@@ -121,7 +120,7 @@ def parse_database_url(url: str) -> DatabaseSettings:
         )
     scheme = scheme.lower()
     if scheme == "sqlite":
-        return DatabaseSettings(url=url, engine="sqlite", database=rest or "db.sqlite3")
+        return DatabaseSettings(engine="sqlite", database=rest or "db.sqlite3")
     if scheme not in ("postgres", "postgresql"):
         raise DatabaseError(
             f"DATABASE_URL has the scheme '{scheme}://', which this project does not use: "
@@ -147,7 +146,6 @@ def parse_database_url(url: str) -> DatabaseSettings:
             f"DATABASE_URL names no database: add it after the host ({host}/neondb)"
         )
     settings = DatabaseSettings(
-        url=url,
         engine="postgres",
         host=host,
         port=port,

