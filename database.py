@@ -442,9 +442,9 @@ def run(main: Coroutine[Any, Any, None]) -> None:
         _exit(1, f"Error: {exc}")
     except Interrupted as exc:
         name = "Ctrl-C" if exc.signum == signal.SIGINT else "SIGTERM"
-        _exit(128 + exc.signum, f"Interrupted ({name}): stopped; an unfinished transaction was rolled back.")
+        _exit(128 + exc.signum, f"Interrupted ({name}): stopped cleanly; nothing unfinished was saved.")
     except KeyboardInterrupt:  # platforms without loop signal handlers (Windows)
-        _exit(130, "Interrupted (Ctrl-C): stopped; an unfinished transaction was rolled back.")
+        _exit(130, "Interrupted (Ctrl-C): stopped cleanly; nothing unfinished was saved.")
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, no traceback
         _exit(1, f"Error: {explain_error(exc)}")
 

@@ -1,0 +1,136 @@
+"""Bad input gets one clear line: exit 1, no traceback, never the password, nothing written."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import servers
+from tests.conftest import Postgres, query, run_script, script_env
+
+PASSWORD = servers.APP_PASSWORD
+
+
+def error_line(result, *, password: str = PASSWORD) -> str:  # type: ignore[no-untyped-def]
+    """The single error line; asserts everything else the error contract says."""
+    assert result.returncode == 1, result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output
+    assert password not in output and "s3cret" not in output
+    lines = [line for line in result.stderr.splitlines() if "not ready" not in line]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: ")
+    assert "Inserted" not in result.stdout
+    return lines[0]
+
+
+def no_table(pg: Postgres, dbname: str) -> bool:
+    return query(pg, dbname, "SELECT count(*) FROM pg_tables WHERE tablename = 'demo_users'"
+                 )[0][0] == 0
+
+
+def test_malformed_url(tmp_path: Path) -> None:
+    url = "postgresql://alex:Secret%zz@ep-cool.neon.tech:5432x/neondb?sslmode=require"
+    line = error_line(run_script("main.py", env=script_env(None, url), cwd=tmp_path),
+                      password="Secret")
+    assert "malformed" in line and "port" in line
+    assert not list(tmp_path.iterdir())
+
+
+def test_unknown_scheme(tmp_path: Path) -> None:
+    url = "mysql://alex:Secret99@ep-cool.neon.tech/neondb"
+    line = error_line(run_script("main.py", env=script_env(None, url), cwd=tmp_path),
+                      password="Secret99")
+    assert "mysql://" in line and "postgresql://" in line
+    assert not list(tmp_path.iterdir())
+
+
+def test_wrong_password(pg: Postgres, local_pg: servers.PostgresServer, dbname: str,
+                        tmp_path: Path) -> None:
+    url = local_pg.url(dbname, password="Wrong-Password-42")
+    line = error_line(run_script("main.py", env=script_env(pg, url), cwd=tmp_path),
+                      password="Wrong-Password-42")
+    assert "Password authentication failed for user quickstart" in line
+    assert no_table(pg, dbname)
+
+
+def test_unknown_database(pg: Postgres, tmp_path: Path) -> None:
+    url = pg.url("no_such_database_here")
+    line = error_line(run_script("main.py", env=script_env(pg, url), cwd=tmp_path))
+    assert "Database no_such_database_here does not exist" in line
+
+
+def test_unknown_host(pg: Postgres, tmp_path: Path) -> None:
+    url = pg.url("neondb").replace("127.0.0.1", "ep-typo-in-host.invalid")
+    started = time.monotonic()
+    line = error_line(run_script("main.py", env=script_env(pg, url), cwd=tmp_path))
+    assert "Cannot find the host ep-typo-in-host.invalid" in line
+    assert time.monotonic() - started < 15  # not retried
+
+
+def test_nothing_listening(pg: Postgres, local_pg: servers.PostgresServer,
+                           tmp_path: Path) -> None:
+    url = local_pg.url("neondb", port=servers.free_port()) + "&connect_timeout=3"
+    started = time.monotonic()
+    result = run_script("main.py", env=script_env(pg, url), cwd=tmp_path)
+    elapsed = time.monotonic() - started
+    line = error_line(result)
+    assert "within 3 s (connection refused" in line
+    assert "not ready (connection refused); retrying in" in result.stderr  # it said it waited
+    assert 2.5 < elapsed < 10
+
+
+def test_tls_verification_failure(tls_pg: Postgres, local_pg: servers.PostgresServer,
+                                  dbname: str, tmp_path: Path) -> None:
+    # Without the test CA (SSL_CERT_FILE), the server's certificate is not trusted.
+    env = script_env(None, tls_pg.url(dbname))
+    started = time.monotonic()
+    line = error_line(run_script("main.py", env=env, cwd=tmp_path))
+    assert "TLS certificate verification failed for 127.0.0.1" in line
+    assert "sslrootcert=" in line
+    assert time.monotonic() - started < 15  # not retried
+    assert no_table(tls_pg, dbname)
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A loopback server that accepts connections and never says a word."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    listener.settimeout(0.2)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    stop.set()
+    thread.join()
+    for conn in accepted:
+        conn.close()
+    listener.close()
+
+
+def test_host_that_never_answers_times_out(pg: Postgres, local_pg: servers.PostgresServer,
+                                           silent_server: int, tmp_path: Path) -> None:
+    url = local_pg.url("neondb", port=silent_server)  # default deadlines: 10 s a try, 30 s total
+    started = time.monotonic()
+    result = run_script("main.py", env=script_env(pg, url), cwd=tmp_path)
+    elapsed = time.monotonic() - started
+    line = error_line(result)
+    assert "within 30 s (timed out" in line
+    assert "not ready (timed out)" in result.stderr
+    assert 25 < elapsed < 45  # well under a minute; attempts of 10 s each

@@ -1,0 +1,110 @@
+"""examples/fastapi_app.py served by uvicorn, as the README runs it, against the test PostgreSQL."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT, Postgres, query, run, script_env
+from tests.servers import free_port
+
+NAME_RULE = "the name must be 1 to 50 characters"
+
+
+@pytest.fixture
+def api(pg: Postgres, db_url: str, tmp_path: Path) -> Iterator[httpx.Client]:
+    """`uvicorn examples.fastapi_app:app` on a free port, stopped after the test."""
+    port, log = free_port(), tmp_path / "uvicorn.log"
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "examples.fastapi_app:app", "--port", str(port)],
+            env=script_env(pg, db_url), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            wait_until_up(client, server, log)
+            yield client
+    finally:
+        server.terminate()
+        try:
+            server.wait(15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    assert "Application shutdown complete." in log.read_text()  # the lifespan closed the pool
+
+
+def wait_until_up(client: httpx.Client, server: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"uvicorn exited with {server.returncode}:\n{log.read_text()}")
+        try:
+            client.get("/health").raise_for_status()
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    pytest.fail(f"the app did not answer /health within 60 s:\n{log.read_text()}")
+
+
+def names(pg: Postgres, dbname: str) -> list[str]:
+    return [r["name"] for r in query(pg, dbname, "SELECT name FROM demo_users ORDER BY id")]
+
+
+def test_create_and_list_users_newest_first(api: httpx.Client, pg: Postgres, dbname: str) -> None:
+    created = api.post("/users", json={"name": "Ada"})
+    assert created.status_code == 201, created.text
+    ada = created.json()
+    assert ada["name"] == "Ada" and isinstance(ada["id"], int) and ada["created_at"]
+    assert api.post("/users", json={"name": "  Grace  "}).json()["name"] == "Grace"
+
+    listed = api.get("/users")
+    assert listed.status_code == 200
+    assert [u["name"] for u in listed.json()] == ["Grace", "Ada"]
+    assert listed.json()[1] == ada
+    assert [u["name"] for u in api.get("/users", params={"limit": 1}).json()] == ["Grace"]
+    assert names(pg, dbname) == ["Ada", "Grace"]
+
+
+@pytest.mark.parametrize("body", [{"name": ""}, {"name": "   "}, {"name": "x" * 51}])
+def test_invalid_names_are_rejected_with_a_clear_message(
+    api: httpx.Client, pg: Postgres, dbname: str, body: dict[str, str]
+) -> None:
+    response = api.post("/users", json=body)
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body", "name"] and NAME_RULE in error["msg"]
+    assert api.post("/users", json={"name": "x" * 50}).status_code == 201  # the longest allowed
+    assert names(pg, dbname) == ["x" * 50]
+
+
+def test_list_is_bounded(api: httpx.Client) -> None:
+    for i in range(12):
+        assert api.post("/users", json={"name": f"User {i}"}).status_code == 201
+    assert [u["name"] for u in api.get("/users").json()] == [f"User {i}" for i in range(11, 1, -1)]
+    assert len(api.get("/users", params={"limit": 100}).json()) == 12
+    for limit in (0, 101):
+        response = api.get("/users", params={"limit": limit})
+        assert response.status_code == 422 and response.json()["detail"][0]["loc"] == [
+            "query", "limit"]
+
+
+def test_health_touches_the_database(api: httpx.Client, pg: Postgres, dbname: str) -> None:
+    assert api.get("/health").json() == {"status": "ok"}
+    run(drop_database(pg, dbname))  # the app's connections are terminated, and cannot reconnect
+    response = api.get("/health")
+    assert response.status_code == 503
+    assert f"Database {dbname} does not exist" in response.json()["detail"]
+
+
+async def drop_database(pg: Postgres, dbname: str) -> None:
+    conn = await pg.admin()
+    try:
+        await conn.execute(f'DROP DATABASE "{dbname}" WITH (FORCE)')
+    finally:
+        await conn.close()
