@@ -154,6 +154,19 @@ def query(pg: Postgres, name: str, sql: str, *args: object) -> list[asyncpg.Reco
     return run(fetch(pg, name, sql, *args))
 
 
+def execute(pg: Postgres, name: str, sql: str) -> None:
+    """Run an SQL script (several statements) as the admin in database ``name``."""
+
+    async def go() -> None:
+        conn = await pg.admin(name)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    run(go())
+
+
 def script_env(pg: Postgres | None, url: str | None, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "SSL_CERT_FILE")}
     env["DATABASE_URL"] = url or ""  # set, even if empty, so that a developer's .env is not read

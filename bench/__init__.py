@@ -1,0 +1,1 @@
+"""Benchmarks: round trips on the wire (roundtrips.py) and the tools they share."""
