@@ -31,12 +31,16 @@ async def main(name: str) -> None:
         user = await User.create(name=name)
         print(f"Inserted user #{user.id}: {user}")
 
-        # The newest 10 users and the total count, in one query.
-        newest = await User.annotate(total=RawSQL("(SELECT count(*) FROM demo_users)")).order_by("-id").limit(10)
-        print(f"{newest[0].total} users in total; newest {len(newest)}:")
-        for u in newest:
-            print(f"  #{u.id} {u.name} (added {u.created_at:%Y-%m-%d %H:%M:%S} UTC)")
-
+        # The total count and the newest 10 users, in one query.
+        newest = await (
+            User.annotate(total=RawSQL("(SELECT count(*) FROM demo_users)"))
+            .order_by("-id")
+            .limit(10)
+            .values("id", "name", "created_at", "total")
+        )
+        print(f"{newest[0]['total']} users in total; newest {len(newest)}:")
+        for row in newest:
+            print(f"  #{row['id']} {row['name']} (added {row['created_at']:%Y-%m-%d %H:%M:%S} UTC)")
 
 def user_name(value: str) -> str:
     if not 1 <= len(value.strip()) <= 50:

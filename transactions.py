@@ -29,7 +29,7 @@ async def main() -> None:
             await User.create(name=bob)
         print(f"2. Inserted {bob!r} and the block completed: committed.")
 
-        saved = await User.filter(name__in=[alice, bob]).values_list("name", flat=True)
+        saved = [user.name for user in await User.filter(name__in=[alice, bob])]
         print(f"Rows saved by this run: {saved.count(alice)} for {alice!r}, {saved.count(bob)} for {bob!r}.")
 
 

@@ -189,7 +189,7 @@ def run_script(script: str, *args: str, env: dict[str, str], cwd: Path,
     """Run one of the scripts as a user does: ``python main.py ...``."""
     return subprocess.run(
         [sys.executable, str(ROOT / script), *args], env=env, cwd=cwd, text=True,
-        capture_output=True, timeout=timeout,
+        capture_output=True, timeout=timeout, check=False,
     )
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import glob
 import os
-import pwd
 import shutil
 import socket
 import subprocess
@@ -36,15 +35,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _is_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
 def _run_as() -> list[str]:
     """The command prefix that runs a server program as a non-root user."""
-    if os.geteuid() != 0:
+    if not _is_root():
         return []
     return ["runuser", "-u", "postgres", "--"]
 
 
 def _chown(path: Path) -> None:
-    if os.geteuid() == 0:
+    if _is_root():
+        import pwd
+
         entry = pwd.getpwnam("postgres")
         for root, dirs, files in os.walk(path):
             for name in [root, *(os.path.join(root, n) for n in dirs + files)]:

@@ -166,7 +166,7 @@ def test_interrupt_inside_the_transaction_rolls_it_back(pg: Postgres, dbname: st
     proc = start_script("transactions.py", env=script_env(pg, db_url), cwd=tmp_path)
     wait_for_sleeping_insert(pg, dbname, proc)  # inside block 2, Bob written, not committed
     proc.send_signal(signum)
-    out, err = proc.communicate(timeout=30)
+    _, err = proc.communicate(timeout=30)
     assert proc.returncode == code, err
     assert err.strip().splitlines() == [
         f"{said}: stopped cleanly; nothing unfinished was saved."]
@@ -187,7 +187,7 @@ def test_server_restart_mid_run_is_one_clear_line(pg: Postgres, local_pg: server
     started = time.monotonic()
     local_pg.stop()
     local_pg.start()
-    out, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=60)
     assert time.monotonic() - started < 30  # never a hang
     assert proc.returncode == 1
     lines = err.strip().splitlines()

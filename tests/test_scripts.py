@@ -129,6 +129,9 @@ def test_untouched_placeholder_is_refused(tmp_path: Path) -> None:
     result = run_script("main.py", env=script_env(None, url), cwd=tmp_path)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        "Error: DATABASE_URL still holds the placeholder from .env.example: paste the "
-        "connection string from Neon's Connect dialog into .env"]
+        (
+            "Error: DATABASE_URL still holds the placeholder from .env.example: paste the "
+            "connection string from Neon's Connect dialog into .env"
+        )
+    ]
     assert not list(tmp_path.iterdir())  # nothing written
