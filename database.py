@@ -334,6 +334,8 @@ class RetryingConnect:
             try:
                 return await asyncpg.connect(*args, **kwargs)
             except RETRYABLE as exc:
+                if s.direct_tls and isinstance(exc, ConnectionResetError):  # no direct TLS there
+                    raise DatabaseError(explain_connect_error(exc, s)) from exc
                 reason = failure_reason(exc)
                 wait = min(delay, 4.0) * random.uniform(0.5, 1.0)  # exponential, with jitter
                 if time.monotonic() + wait >= deadline:

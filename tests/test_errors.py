@@ -97,6 +97,17 @@ def test_tls_verification_failure(tls_pg: Postgres, local_pg: servers.PostgresSe
     assert no_table(tls_pg, dbname)
 
 
+def test_direct_tls_where_the_server_has_none(tls_pg: Postgres, local_pg: servers.PostgresServer,
+                                              dbname: str, tmp_path: Path) -> None:
+    if int(local_pg.version) >= 17:
+        pytest.skip("this server supports direct TLS (PostgreSQL 17+)")
+    url = local_pg.url(dbname, query="sslmode=require&sslnegotiation=direct")
+    started = time.monotonic()
+    line = error_line(run_script("main.py", env=script_env(tls_pg, url), cwd=tmp_path))
+    assert "remove sslnegotiation=direct" in line
+    assert time.monotonic() - started < 15  # not retried
+
+
 @pytest.fixture
 def silent_server() -> Iterator[int]:
     """A loopback server that accepts connections and never says a word."""
