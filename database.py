@@ -337,13 +337,14 @@ class RetryingConnect:
                 if s.direct_tls and isinstance(exc, ConnectionResetError):  # no direct TLS there
                     raise DatabaseError(explain_connect_error(exc, s)) from exc
                 reason = failure_reason(exc)
-                wait = min(delay, 4.0) * random.uniform(0.5, 1.0)  # exponential, with jitter
-                if time.monotonic() + wait >= deadline:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0.05:
                     raise DatabaseError(
                         f"Could not connect to {s.where} within {s.connect_deadline:g} s "
                         f"({reason}, {attempt} attempts): check that the host and port in "
                         "DATABASE_URL are right and that the database is running"
                     ) from exc
+                wait = min(delay, 4.0, remaining) * random.uniform(0.5, 1.0)  # backoff, jitter
                 print(
                     f"Database at {s.host} not ready ({reason}); retrying in {wait:.1f} s",
                     file=sys.stderr,

@@ -1,0 +1,314 @@
+"""Round trips on the wire: main.py and transactions.py against a hand-written asyncpg script.
+
+Run: python bench/roundtrips.py   (about a minute; needs the system PostgreSQL, with TLS)
+
+It starts a throwaway PostgreSQL (tests/servers.py: TLS from a throwaway CA, SCRAM) and puts
+bench/proxy.py's counting proxy in front of it. Each script runs as a user runs it, in a fresh
+database, with DATABASE_URL pointing at the proxy in Neon's console form
+(``?sslmode=require&channel_binding=require``, so TLS is verified: SSL_CERT_FILE names the CA).
+
+- counted: round trips seen on the wire (bench/proxy.py says how they are counted), with the
+  proxy delaying the server's traffic by D = 25 ms. A TLS 1.3 HelloRetryRequest is detected and
+  shown apart: PostgreSQL 15 offers one curve (P-256) and Python's client offers X25519 first.
+- at D=0: the same count without delay, over several runs. Without delay a client that does not
+  wait for the server (PromptCloseConnection: Terminate, then close) can still see the server's
+  goodbye arrive before its own close completes, so this count may show one spurious round trip.
+- from timing: (median wall time at D=25 - median at D=0) / 25 ms, over whole script runs.
+- statements: what the server executed in that database (``log_statement = 'all'``).
+- the breakdown: which messages took which round trip, from an identical run with
+  ``sslmode=disable`` (TLS hides the messages from the proxy), aligned with the TLS run.
+
+Then the scaling check: main.py on a 100,000-row demo_users against a one-row one (wall time,
+peak RSS of the script, bytes printed), straight to the server.
+
+The bench always uses its own local server: through a proxy on 127.0.0.1 a remote server's
+certificate (issued for its host name) would not verify, so TEST_DATABASE_URL is not used here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import asyncpg  # noqa: E402
+
+from bench import pglog  # noqa: E402
+from bench.proxy import Flight, ProxyThread, Trace, summarize  # noqa: E402
+from tests import servers  # noqa: E402
+
+DELAY_MS = 25.0
+REPEATS = 5  # runs per script and delay; medians
+SCALE_ROWS = 100_000
+SCALE_REPEATS = 5
+SCRIPTS = [  # (script, target: round trips without the HelloRetryRequest)
+    ("main.py", 11),
+    ("transactions.py", 18),
+    ("bench/plain_asyncpg.py", None),
+]
+STATEMENT_BUDGET = {"main.py": 3, "transactions.py": 8, "bench/plain_asyncpg.py": 3}
+SCALE_TARGET = 1.15
+
+
+@dataclass
+class Run:
+    script: str
+    delay: float
+    wall: float
+    returncode: int
+    stdout: str
+    stderr: str
+    maxrss_kb: int
+    traces: list[Trace] = field(default_factory=list)
+    sessions: list[pglog.Session] = field(default_factory=list)
+
+    @property
+    def trace(self) -> Trace:
+        return self.traces[0]
+
+
+def run_child(script: str, url: str, ca: Path | None, cwd: Path) -> Run:
+    """``python script`` as a user runs it; wall time and the child's own peak RSS (wait4)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "SSL_CERT_FILE")}
+    env.update(DATABASE_URL=url, PYTHONUNBUFFERED="1")
+    if ca:
+        env["SSL_CERT_FILE"] = str(ca)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        process = subprocess.Popen([sys.executable, str(ROOT / script)], env=env, cwd=cwd,
+                                   stdout=out, stderr=err)
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode()
+    return Run(script, 0.0, wall, process.returncode, stdout, stderr, int(usage.ru_maxrss))
+
+
+class Bench:
+    def __init__(self, server: servers.PostgresServer, proxy: ProxyThread, cwd: Path) -> None:
+        self.server, self.proxy, self.cwd = server, proxy, cwd
+
+    def admin(self, sql: str, database: str = "postgres") -> None:
+        asyncio.run(servers.admin_execute(self.server, sql, database))
+
+    def fresh_database(self) -> str:
+        name = f"bench_{uuid.uuid4().hex[:10]}"
+        self.admin(f'CREATE DATABASE "{name}" OWNER {servers.APP_USER}')
+        self.admin(f"ALTER DATABASE \"{name}\" SET log_statement = 'all'")
+        return name
+
+    def drop(self, name: str) -> None:
+        self.admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def through_proxy(self, script: str, delay: float, query: str = "") -> Run:
+        """One run of ``script`` in a fresh database, through the proxy delaying by ``delay``."""
+        name = self.fresh_database()
+        try:
+            offset = pglog.log_size(self.server.logfile)
+            self.proxy.clear()
+            self.proxy.set_delay(delay)
+            run = run_child(script, self.server.url(name, port=self.proxy.port, query=query),
+                            self.server.ca_path, self.cwd)
+            run.delay = delay
+            if run.returncode != 0:
+                raise SystemExit(f"{script} failed ({run.returncode}):\n{run.stderr}")
+            run.traces = self.proxy.settle()
+            run.sessions = pglog.sessions_of(self.server.logfile, offset, name, servers.APP_USER)
+            return run
+        finally:
+            self.drop(name)
+
+    def direct(self, script: str, name: str) -> Run:
+        return run_child(script, self.server.url(name), self.server.ca_path, self.cwd)
+
+
+def described(trace: Trace) -> str:
+    if trace.hello_retries:
+        return f"{trace.round_trips} = {trace.round_trips_without_hrr} + {trace.hello_retries} HRR"
+    return str(trace.round_trips)
+
+
+def breakdown(tls: Trace, plain: Trace) -> list[str]:
+    """The TLS run's round trips, labelled with the messages of the sslmode=disable run.
+
+    From the client's first encrypted flight (TLS Finished + StartupMessage) on, the TLS run
+    has the same flights as the plaintext one: show the plaintext run's messages there.
+    """
+    first_app = next((i for i, f in enumerate(tls.flights) if "AppData" in f.client), None)
+    tail = tls.flights[first_app:] if first_app is not None else []
+    if first_app is None or [f.counted for f in tail] != [f.counted for f in plain.flights]:
+        return (["(TLS run)"] + tls.breakdown() + ["(run with sslmode=disable)"]
+                + plain.breakdown())
+    flights: list[Flight] = list(tls.flights[:first_app])
+    first = plain.flights[0]
+    flights.append(Flight(client=["TLS Finished", *first.client], server=first.server,
+                          counted=first.counted))
+    flights += plain.flights[1:]
+    lines, number = ["RT  1  TCP handshake"], 1
+    for flight in flights:
+        if flight.counted:
+            number += 1
+        head = f"RT {number:2d}" if flight.counted else "   --"
+        server = summarize(flight.server)
+        if flight.server_hung_up:
+            server = (server + ", " if server else "") + "(hang up)"
+        lines.append(f"{head}  {summarize(flight.client)}  ->  {server or '(nothing)'}")
+    return lines
+
+
+def seconds(values: list[float]) -> str:
+    return f"{statistics.median(values):.3f} s"
+
+
+def table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
+                     for row in rows)
+
+
+def round_trip_section(bench: Bench) -> bool:
+    ok = True
+    rows = [["script", f"counted (D={DELAY_MS:g} ms)", f"at D=0 ({REPEATS} runs)", "from timing",
+             "target", "statements", "conns", "clean close", "wall D=0", f"wall D={DELAY_MS:g}",
+             "verdict"]]
+    details: list[str] = []
+    for script, _ in SCRIPTS:  # warm up: bytecode caches, page cache
+        bench.through_proxy(script, 0.0)
+    for script, target in SCRIPTS:
+        runs = {d: [bench.through_proxy(script, d) for _ in range(REPEATS)] for d in (0.0, DELAY_MS)}
+        plain = bench.through_proxy(script, DELAY_MS, query="sslmode=disable")
+        delayed = runs[DELAY_MS]
+        every = runs[0.0] + delayed
+        counted = {r.trace.round_trips for r in delayed}
+        at_zero = sorted(r.trace.round_trips for r in runs[0.0])
+        trace = delayed[0].trace
+        estimate = ((statistics.median(r.wall for r in delayed)
+                     - statistics.median(r.wall for r in runs[0.0])) / (DELAY_MS / 1000))
+        statements = {len(s.statements) for r in every for s in r.sessions}
+        conns = {len(r.traces) for r in every} | {len(r.sessions) for r in every}
+        clean = all(s.disconnected and not s.problems for r in every for s in r.sessions)
+        verdict = "-"
+        if target is not None:
+            good = (len(counted) == 1 and trace.round_trips_without_hrr <= target
+                    and max(statements) <= STATEMENT_BUDGET[script] and conns == {1} and clean)
+            verdict = "OK" if good else "MISSED"
+            ok &= good
+        rows.append([
+            script,
+            described(trace) + ("" if len(counted) == 1 else f" (varies: {sorted(counted)})"),
+            f"{at_zero[0]}" if at_zero[0] == at_zero[-1] else f"{at_zero[0]}-{at_zero[-1]}",
+            f"{estimate:.1f}",
+            f"<= {target} + HRR" if target is not None else "(baseline)",
+            "/".join(map(str, sorted(statements))),
+            "/".join(map(str, sorted(conns))),
+            "yes" if clean else "NO",
+            seconds([r.wall for r in runs[0.0]]),
+            seconds([r.wall for r in delayed]),
+            verdict,
+        ])
+        details.append(f"\n{script}: {described(trace)} round trips; "
+                       f"statements executed: {len(delayed[0].sessions[0].statements)}")
+        details += ["  " + line for line in breakdown(trace, plain.trace)]
+        for session in delayed[0].sessions:
+            details += ["    server ran: " + s.splitlines()[0][:90] for s in session.statements]
+    print(table(rows))
+    print(f"\nHRR = TLS 1.3 HelloRetryRequest (one extra round trip on PostgreSQL 15). "
+          f"'at D=0' may count one spurious round trip at close (see the docstring).")
+    print("\n".join(details))
+    return ok
+
+
+async def fill(server: servers.PostgresServer, name: str, rows: int) -> None:
+    conn = await asyncpg.connect(host=server.host, port=server.port, user=servers.SUPERUSER,
+                                 password=servers.SUPER_PASSWORD, database=name, ssl=False)
+    try:
+        await conn.execute(
+            "INSERT INTO demo_users (name, created_at) "
+            f"SELECT 'User ' || g, now() FROM generate_series(1, {rows}) AS g")
+        await conn.execute("VACUUM ANALYZE demo_users")  # what autovacuum does soon after
+        total = await conn.fetchval("SELECT count(*) FROM demo_users")
+        assert total == rows + 1, total
+    finally:
+        await conn.close()
+
+
+def scaling_section(bench: Bench) -> bool:
+    small, big = bench.fresh_database(), bench.fresh_database()
+    try:
+        for name in (small, big):  # creates the table and its first row
+            assert bench.direct("main.py", name).returncode == 0
+        asyncio.run(fill(bench.server, big, SCALE_ROWS - 1))
+        runs: dict[str, list[Run]] = {small: [], big: []}
+        for _ in range(SCALE_REPEATS):  # interleaved, so drift hits both alike
+            for name in (small, big):
+                run = bench.direct("main.py", name)
+                if run.returncode != 0:
+                    raise SystemExit(f"main.py failed:\n{run.stderr}")
+                runs[name].append(run)
+    finally:
+        bench.drop(small)
+        bench.drop(big)
+    rows = [["demo_users rows", "wall (median)", "peak RSS (median)", "stdout bytes",
+             "stdout lines"]]
+    medians = {}
+    for name, label in ((small, "1 (+1 per run)"), (big, f"{SCALE_ROWS:,} (+1 per run)")):
+        walls = [r.wall for r in runs[name]]
+        rss = statistics.median(r.maxrss_kb for r in runs[name]) / 1024
+        sizes = sorted(len(r.stdout.encode()) for r in runs[name])
+        lines = sorted(len(r.stdout.splitlines()) for r in runs[name])
+        medians[name] = (statistics.median(walls), rss, sizes[-1])
+        rows.append([label, seconds(walls), f"{rss:.1f} MB", f"{sizes[0]}-{sizes[-1]}",
+                     f"{lines[0]}-{lines[-1]}"])
+    time_ratio = medians[big][0] / medians[small][0]
+    rss_ratio = medians[big][1] / medians[small][1]
+    ok = time_ratio <= SCALE_TARGET and rss_ratio <= 1.10 and medians[big][2] <= medians[small][2] + 32
+    rows.append(["ratio", f"{time_ratio:.2f}x (target <= {SCALE_TARGET}x)", f"{rss_ratio:.2f}x",
+                 f"+{medians[big][2] - medians[small][2]} B", ""])
+    print(f"\nScaling: main.py at D=0, straight to the server (TLS), median of {SCALE_REPEATS} "
+          f"interleaved runs each; the big table has {SCALE_ROWS:,} rows (VACUUM ANALYZEd)")
+    print(table(rows))
+    print(f"scaling: {'OK' if ok else 'MISSED'}")
+    return ok
+
+
+def main() -> int:
+    if os.environ.get("TEST_DATABASE_URL"):
+        print("TEST_DATABASE_URL is set but not used: the bench proxies a local server (see the "
+              "docstring)")
+    bindir = servers.system_bindir()
+    if bindir is None:
+        print("The bench needs the system PostgreSQL (with TLS): apt-get install postgresql")
+        return 2
+    started = time.monotonic()
+    server = servers.start_postgres(bindir, tls=True)
+    try:
+        print(f"PostgreSQL {server.version} on 127.0.0.1 (TLS verified, SCRAM), "
+              f"Python {sys.version.split()[0]}, {ssl.OPENSSL_VERSION}, asyncpg "
+              f"{asyncpg.__version__}; round trips through bench/proxy.py\n")
+        with tempfile.TemporaryDirectory() as cwd, ProxyThread(server.host, server.port) as proxy:
+            bench = Bench(server, proxy, Path(cwd))
+            ok = round_trip_section(bench)
+            ok &= scaling_section(bench)
+    finally:
+        servers.remove(server)
+    print(f"\n{'all targets met' if ok else 'a target was missed'} "
+          f"({time.monotonic() - started:.0f} s)")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
