@@ -20,7 +20,8 @@ CREATE = """CREATE TABLE IF NOT EXISTS demo_users (
     name varchar(50) NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now()
 )"""
-INSERT = "INSERT INTO demo_users (name) VALUES ($1) RETURNING id, name"
+# created_at given explicitly: the table main.py creates has no DEFAULT for it
+INSERT = "INSERT INTO demo_users (name, created_at) VALUES ($1, now()) RETURNING id, name"
 NEWEST = """SELECT id, name, created_at, (SELECT count(*) FROM demo_users) AS total
 FROM demo_users ORDER BY id DESC LIMIT 10"""
 

@@ -10,6 +10,13 @@ Round trips, per connection:
   since the client's last send: the client had to wait for the server, which costs one
   network round trip. A client that hangs up only after the server closed the connection
   (asyncpg's default ``close()``: Terminate, then wait for the server's FIN) pays one more.
+  Only what the server sent after it got the client's last bytes counts as an answer: the tail
+  of an earlier answer that arrives just after the client's next send (a FIN right behind a TLS
+  close_notify, say) does not make that client's next move a new round trip.
+
+Counts are exact with a delay of a few ms. With no delay, a client that does not wait for an
+answer (Terminate, then close) may still receive it before its close completes, which counts a
+round trip no real network would cost.
 
 The delay ``D`` applies to everything the server sends, plus one extra ``D`` before its first
 byte (the TCP handshake's SYN-ACK), so a script's wall time grows by ``D`` per round trip.
@@ -183,7 +190,9 @@ class Trace:
     waited_for_hangup: bool = False  # the client hung up only after the server closed
     client_reset: bool = False
     flights: list[Flight] = field(default_factory=list)
-    started: float = field(default_factory=time.monotonic)
+    started: float = field(default_factory=time.monotonic)  # the client connected
+    last_send: float = 0.0  # when the client's latest bytes reached the proxy
+    hung_up: float | None = None  # when the client hung up
     finished: bool = False
     _client_closed: bool = False
     _server_since_send: bool = False
@@ -196,6 +205,7 @@ class Trace:
                 self.flights[-1].counted = True
             self.flights.append(Flight())
         self._server_since_send = False
+        self.last_send = time.monotonic()
         self.flights[-1].client += labels
         self.flights[-1].client_bytes += len(data)
 
@@ -203,27 +213,36 @@ class Trace:
         if self._client_closed:
             return
         self._client_closed = True
+        self.hung_up = time.monotonic()
         if self._server_since_send and self.flights:
             self.round_trips += 1
             self.flights[-1].counted = True
             self.waited_for_hangup = self._server_closed
             self.flights.append(Flight(client=["(hang up)"]))
 
-    def server_data(self, data: bytes, labels: list[str]) -> None:
+    def server_data(self, data: bytes, labels: list[str], received: float) -> None:
+        """``received``: when the proxy got it from the server (before the delay)."""
         if not self.flights:
             self.flights.append(Flight())
-        self._server_since_send = True
+        if received > self.last_send:  # an answer to the client's latest bytes
+            self._server_since_send = True
         self.flights[-1].server += labels
         self.flights[-1].server_bytes += len(data)
 
-    def server_hangup(self) -> None:
+    def server_hangup(self, received: float) -> None:
         if self._client_closed or self._server_closed:
             return
         self._server_closed = True
-        self._server_since_send = True
+        if received > self.last_send:
+            self._server_since_send = True
         if not self.flights:
             self.flights.append(Flight())
         self.flights[-1].server_hung_up = True
+
+    @property
+    def duration(self) -> float:
+        """Seconds from the client's connect to its hang-up."""
+        return (self.hung_up or time.monotonic()) - self.started
 
     @property
     def round_trips_without_hrr(self) -> int:
@@ -285,7 +304,6 @@ class CountingProxy:
         trace = Trace()
         self.traces.append(trace)
         delay = self.delay
-        loop = asyncio.get_running_loop()
         try:
             sreader, swriter = await asyncio.open_connection(*self.target)
         except OSError:
@@ -294,7 +312,7 @@ class CountingProxy:
             return
         client, server = _Stream("client"), _Stream("server")
         client.peer, server.peer = server, client
-        queue: asyncio.Queue[tuple[float, bytes | None]] = asyncio.Queue()
+        queue: asyncio.Queue[tuple[float, float, bytes | None]] = asyncio.Queue()
 
         async def upstream() -> None:
             try:
@@ -311,19 +329,21 @@ class CountingProxy:
             extra = delay  # the TCP handshake's round trip, paid before the first byte
             try:
                 while data := await sreader.read(65536):
-                    queue.put_nowait((loop.time() + delay + extra, data))
+                    now = time.monotonic()
+                    queue.put_nowait((now + delay + extra, now, data))
                     extra = 0.0
             except OSError:
                 pass
-            queue.put_nowait((loop.time() + delay + extra, None))
+            now = time.monotonic()
+            queue.put_nowait((now + delay + extra, now, None))
 
         async def downstream() -> None:
             while True:
-                due, data = await queue.get()
-                if (wait := due - loop.time()) > 0:
+                due, received, data = await queue.get()
+                if (wait := due - time.monotonic()) > 0:
                     await asyncio.sleep(wait)
                 if data is None:
-                    trace.server_hangup()
+                    trace.server_hangup(received)
                     if not trace._client_closed:
                         try:
                             cwriter.write_eof()
@@ -332,7 +352,7 @@ class CountingProxy:
                     return
                 if trace._client_closed:
                     continue
-                trace.server_data(data, server.feed(data))
+                trace.server_data(data, server.feed(data), received)
                 try:
                     cwriter.write(data)
                     await cwriter.drain()

@@ -1,0 +1,110 @@
+"""Round trips on the wire and statements on the server: main.py and transactions.py stay lean.
+
+On Neon every network round trip costs 1-100 ms, so we count them. Each script runs once, as a
+user runs it, through bench/proxy.py's counting proxy (it says how round trips are counted); the
+server logs every statement executed in the test's database (``log_statement = 'all'``) and the
+script's connection and disconnection.
+
+The proxy delays the server's traffic by a few milliseconds. With no delay at all, a client that
+closes without waiting (PromptCloseConnection) can still see the server's goodbye arrive before
+its own close completes, and the count would include a round trip that no real network costs
+(about a third of runs). With the delay the count is exact: a client that did wait for the
+server is counted, as the last test shows with plain asyncpg's close.
+
+PostgreSQL before 18 offers one TLS curve (P-256) while Python's client sends an X25519 key share
+first: the server answers with a HelloRetryRequest, one more round trip, allowed on top of the
+budget when the proxy sees it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from bench import pglog
+from bench.proxy import ProxyThread, Trace
+from tests import servers
+from tests.conftest import Postgres, run_script, script_env
+
+DELAY_MS = 10.0
+# script: (round trips without a HelloRetryRequest, statements executed)
+BUDGETS = {
+    # TCP 1, SSLRequest 1, TLS 1, SCRAM 3, schema script 1, INSERT 2, SELECT 2; nothing to close
+    "main.py": (11, 3),
+    # the same connect and schema (7), BEGIN, INSERT 2, ROLLBACK, BEGIN, INSERT 1 (statement
+    # cached), COMMIT, SELECT 2 = 16; the budget leaves 2 spare
+    "transactions.py": (18, 8),
+}
+
+
+@dataclass
+class Observed:
+    stdout: str
+    traces: list[Trace]
+    sessions: list[pglog.Session]
+
+    def describe(self) -> str:
+        lines = [line for t in self.traces for line in t.breakdown()]
+        lines += [s for session in self.sessions for s in session.statements]
+        return "\n".join(lines)
+
+
+def run_counted(script: str, pg: Postgres, server: servers.PostgresServer, dbname: str,
+                cwd: Path) -> Observed:
+    """Run ``script`` through the counting proxy; what the wire and the server log saw."""
+    asyncio.run(servers.admin_execute(
+        server, f"ALTER DATABASE \"{dbname}\" SET log_statement = 'all'"))
+    offset = pglog.log_size(server.logfile)
+    with ProxyThread(server.host, server.port, delay_ms=DELAY_MS) as proxy:
+        result = run_script(script, env=script_env(pg, server.url(dbname, port=proxy.port)),
+                            cwd=cwd)
+        traces = proxy.settle()
+    assert result.returncode == 0, result.stderr
+    sessions = pglog.sessions_of(server.logfile, offset, dbname, servers.APP_USER)
+    return Observed(result.stdout, traces, sessions)
+
+
+def assert_clean_session(observed: Observed) -> pglog.Session:
+    assert len(observed.sessions) == 1, (
+        "one connection: each extra one costs a whole TCP + TLS + SCRAM handshake\n"
+        + observed.describe())
+    [session] = observed.sessions
+    # a normal goodbye: the server read Terminate (no "unexpected EOF on client connection",
+    # no "could not receive data from client", no SSL error)
+    assert session.disconnected, session.entries
+    assert not session.problems, session.problems
+    return session
+
+
+@pytest.mark.parametrize("script", sorted(BUDGETS))
+def test_round_trips_and_statements(script: str, tls_pg: Postgres,
+                                    local_pg: servers.PostgresServer, dbname: str,
+                                    tmp_path: Path) -> None:
+    observed = run_counted(script, tls_pg, local_pg, dbname, tmp_path)
+    budget, statement_budget = BUDGETS[script]
+
+    assert len(observed.traces) == 1, observed.describe()
+    [trace] = observed.traces
+    assert trace.hello_retries <= 1, observed.describe()
+    assert trace.round_trips - trace.hello_retries <= budget, (
+        f"{script}: {trace.round_trips} round trips ({trace.hello_retries} HelloRetryRequest), "
+        f"budget {budget}:\n{observed.describe()}")
+    assert not trace.waited_for_hangup, "the script waited for the server to hang up"
+
+    session = assert_clean_session(observed)
+    assert len(session.statements) <= statement_budget, "\n".join(session.statements)
+    assert "Connected to PostgreSQL" in observed.stdout and "TLS on" in observed.stdout
+
+
+def test_counter_sees_a_close_that_waits(tls_pg: Postgres, local_pg: servers.PostgresServer,
+                                         dbname: str, tmp_path: Path) -> None:
+    """The instrument itself: plain asyncpg's close() waits for the server to hang up (one
+    round trip that PromptCloseConnection saves), and the proxy counts it: exactly 12."""
+    observed = run_counted("bench/plain_asyncpg.py", tls_pg, local_pg, dbname, tmp_path)
+    [trace] = observed.traces
+    # TCP, SSLRequest, TLS, SCRAM 3, CREATE TABLE, INSERT 2, SELECT 2, and the wait at close
+    assert trace.round_trips - trace.hello_retries == 12, observed.describe()
+    assert len(assert_clean_session(observed).statements) == 3
