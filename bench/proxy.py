@@ -33,6 +33,10 @@ import struct
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 SSL_REQUEST = 80877103
 GSSENC_REQUEST = 80877104
@@ -115,13 +119,18 @@ class _Stream:
             size = 5 + struct.unpack_from("!H", buf, pos + 3)[0]
             if left < size:
                 return "", 0
-            kind = buf[pos]
-            label = TLS_RECORDS.get(kind, f"TLS({kind})")
-            if kind == 20:
+            content = buf[pos]
+            label = TLS_RECORDS.get(content, f"TLS({content})")
+            if content == 20:
                 self.after_ccs = True
-            elif kind == 22 and not self.after_ccs:
+            elif content == 22 and size >= 9:
                 hs = buf[pos + 5]
-                label = TLS_HANDSHAKES.get(hs, f"Handshake({hs})")
+                length = int.from_bytes(buf[pos + 6: pos + 9], "big")
+                # after ChangeCipherSpec, TLS 1.2 encrypts its handshake records; TLS 1.3 sends
+                # its compatibility ChangeCipherSpec before plaintext ones (a second
+                # ClientHello, a ServerHello after HelloRetryRequest): one message per record
+                if not self.after_ccs or (hs in TLS_HANDSHAKES and length == size - 9):
+                    label = TLS_HANDSHAKES.get(hs, f"Handshake({hs})")
                 if hs == 2 and bytes(buf[pos + 11: pos + 43]) == HRR_RANDOM:
                     label = "HelloRetryRequest"
                     self.hello_retries += 1
@@ -155,8 +164,8 @@ class _Stream:
         body = bytes(buf[pos + 5: pos + size])
         if self.side == "server":
             if kind == "R":
-                code = struct.unpack_from("!i", body)[0]
-                return AUTH_KINDS.get(code, f"Authentication({code})"), size
+                auth = int(struct.unpack_from("!i", body)[0])
+                return AUTH_KINDS.get(auth, f"Authentication({auth})"), size
             return SERVER_MESSAGES.get(kind, f"'{kind}'"), size
         if kind == "Q":
             return f"Query[{_snippet(body.rstrip(NUL))}]", size
@@ -399,7 +408,7 @@ class ProxyThread:
             time.sleep(0.01)
         return list(self.proxy.traces)
 
-    def __enter__(self) -> ProxyThread:
+    def __enter__(self) -> Self:
         self.thread.start()
         asyncio.run_coroutine_threadsafe(self.proxy.start(), self.loop).result(10)
         return self

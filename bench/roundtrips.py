@@ -13,7 +13,9 @@ database, with DATABASE_URL pointing at the proxy in Neon's console form
 - at D=0: the same count without delay, over several runs. Without delay a client that does not
   wait for the server (PromptCloseConnection: Terminate, then close) can still see the server's
   goodbye arrive before its own close completes, so this count may show one spurious round trip.
-- from timing: (median wall time at D=25 - median at D=0) / 25 ms, over whole script runs.
+- from wall time: (median wall time at D=25 - median at D=0) / 25 ms, over whole script runs
+  (Python's start-up makes this one noisy: a few round trips either way).
+- from conn. time: the same from the connection's life on the wire (connect to hang-up).
 - statements: what the server executed in that database (``log_statement = 'all'``).
 - the breakdown: which messages took which round trip, from an identical run with
   ``sslmode=disable`` (TLS hides the messages from the proxy), aligned with the TLS run.
@@ -43,11 +45,11 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import asyncpg  # noqa: E402
+import asyncpg
 
-from bench import pglog  # noqa: E402
-from bench.proxy import Flight, ProxyThread, Trace, summarize  # noqa: E402
-from tests import servers  # noqa: E402
+from bench import pglog
+from bench.proxy import Flight, ProxyThread, Trace, summarize
+from tests import servers
 
 DELAY_MS = 25.0
 REPEATS = 7  # runs per script and delay; medians
@@ -176,7 +178,7 @@ def seconds(values: list[float]) -> str:
 
 def table(rows: list[list[str]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
                      for row in rows)
 
 
@@ -229,8 +231,8 @@ def round_trip_section(bench: Bench) -> bool:
         for session in delayed[0].sessions:
             details += ["    server ran: " + s.splitlines()[0][:90] for s in session.statements]
     print(table(rows))
-    print(f"\nHRR = TLS 1.3 HelloRetryRequest (one extra round trip on PostgreSQL 15). "
-          f"'at D=0' may count one spurious round trip at close (see the docstring).")
+    print("\nHRR = TLS 1.3 HelloRetryRequest (one extra round trip on PostgreSQL 15). "
+          "'at D=0' may count one spurious round trip at close (see the docstring).")
     print("\n".join(details))
     return ok
 

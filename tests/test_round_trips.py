@@ -29,14 +29,14 @@ from bench.proxy import ProxyThread, Trace
 from tests import servers
 from tests.conftest import Postgres, run_script, script_env
 
-DELAY_MS = 10.0
+DELAY_MS = 25.0
 # script: (round trips without a HelloRetryRequest, statements executed)
 BUDGETS = {
     # TCP 1, SSLRequest 1, TLS 1, SCRAM 3, schema script 1, INSERT 2, SELECT 2; nothing to close
     "main.py": (11, 3),
     # the same connect and schema (7), BEGIN, INSERT 2, ROLLBACK, BEGIN, INSERT 1 (statement
-    # cached), COMMIT, SELECT 2 = 16; the budget leaves 2 spare
-    "transactions.py": (18, 8),
+    # cached), COMMIT, SELECT 2 = 16 (the target is 18: one more would be a regression)
+    "transactions.py": (16, 8),
 }
 
 
