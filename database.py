@@ -33,10 +33,10 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import asyncpg
 from dotenv import load_dotenv
 from tortoise import Tortoise, connections
-from tortoise.exceptions import DBConnectionError
+from tortoise.exceptions import BaseORMException
 from tortoise.utils import get_schema_sql
 
-SQLITE_DEFAULT = "sqlite://quickstart.sqlite3"
+SQLITE_FILE = "quickstart.sqlite3"  # where the demo runs when DATABASE_URL is unset
 MODELS = ["main"]  # the modules that define models: main.py's User
 
 CONNECT_DEADLINE = 30.0  # seconds for all connect attempts together (URL: connect_timeout=)
@@ -46,7 +46,7 @@ SCHEMA_LOCK_ID = 7_245_019_388  # pg_advisory_xact_lock key: one schema creation
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 SSLMODES = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
 # libpq parameters that asyncpg has no use for: accepted and ignored, as libpq users expect.
-IGNORED_PARAMS = {"channel_binding", "gssencmode", "target_session_attrs", "keepalives"}
+IGNORED_PARAMS = {"gssencmode", "target_session_attrs", "keepalives"}
 
 
 class DatabaseError(Exception):
@@ -79,7 +79,8 @@ class DatabaseSettings:
         """Host, port and database: safe to print (no password)."""
         if self.engine == "sqlite":
             return f"SQLite file {self.database}"
-        return f"{self.host}:{self.port}/{self.database}"
+        host = f"[{self.host}]" if ":" in self.host else self.host  # IPv6
+        return f"{host}:{self.port}/{self.database}"
 
     @property
     def tls_description(self) -> str:
@@ -93,15 +94,18 @@ class DatabaseSettings:
         """One line for the user: where we are connected and how safely."""
         if self.engine == "sqlite":
             return f"Connected to {self.where}"
-        extra = "; pooled endpoint: statement cache off" if self.statement_cache_size == 0 else ""
-        return f"Connected to PostgreSQL at {self.where} as {self.user} ({self.tls_description}{extra})"
+        notes = [self.tls_description]
+        if self.pooled:
+            notes.append("pooled endpoint")
+        if self.statement_cache_size == 0:
+            notes.append("statement cache off")
+        return f"Connected to PostgreSQL at {self.where} as {self.user} ({'; '.join(notes)})"
 
 
 def load_database_url() -> str | None:
     """DATABASE_URL from the environment, or from ``.env``; None when unset or empty."""
     load_dotenv()
-    url = os.environ.get("DATABASE_URL", "").strip().strip("'\"").strip()
-    return url or None
+    return os.environ.get("DATABASE_URL", "").strip() or None
 
 
 def parse_database_url(url: str) -> DatabaseSettings:
@@ -141,6 +145,11 @@ def parse_database_url(url: str) -> DatabaseSettings:
             "DATABASE_URL has no host: expected postgresql://USER:PASSWORD@HOST/DATABASE"
         )
     database = unquote(parts.path.lstrip("/"))
+    if "@" in parts.path or "/" in database:  # an unencoded "/" in the password splits the URL
+        raise DatabaseError(
+            "DATABASE_URL is malformed: percent-encode special characters in the password "
+            "(/ as %2F, @ as %40), as Neon's Connect dialog does"
+        )
     if not database:
         raise DatabaseError(
             f"DATABASE_URL names no database: add it after the host ({host}/neondb)"
@@ -150,7 +159,7 @@ def parse_database_url(url: str) -> DatabaseSettings:
         host=host,
         port=port,
         user=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password is not None else None,
+        password=unquote(parts.password) if parts.password else None,
         database=database,
         pooled=host.split(".")[0].endswith("-pooler"),
     )
@@ -163,7 +172,11 @@ def _apply_query(settings: DatabaseSettings, params: dict[str, str]) -> None:
     sslmode = params.pop("sslmode", None)
     ssl_flag = params.pop("ssl", None)  # the guide's form: ?ssl=true
     if sslmode is None and ssl_flag is not None:
-        sslmode = "disable" if ssl_flag.lower() in ("false", "0", "no", "off") else "require"
+        if ssl_flag.lower() not in ("true", "1", "yes", "on", "require"):
+            raise DatabaseError(
+                f"DATABASE_URL has ssl={ssl_flag}: to turn TLS off on purpose, use sslmode=disable"
+            )
+        sslmode = "require"
     if sslmode is None:  # nothing said: verify remote hosts, be libpq-like on this machine
         sslmode = "prefer" if settings.host in LOCAL_HOSTS else "verify-full"
     if sslmode not in SSLMODES:
@@ -184,14 +197,23 @@ def _apply_query(settings: DatabaseSettings, params: dict[str, str]) -> None:
         raise DatabaseError(
             f"DATABASE_URL has sslnegotiation={negotiation}: use postgres or direct"
         )
-    settings.direct_tls = negotiation == "direct" and settings.sslmode == "verify-full"
+    if negotiation == "direct" and settings.sslmode != "verify-full":
+        raise DatabaseError(f"DATABASE_URL has sslnegotiation=direct with sslmode={sslmode}: "
+                            "direct TLS needs sslmode=require")
+    settings.direct_tls = negotiation == "direct"
+    if params.pop("channel_binding", "prefer") == "require" and settings.sslmode != "verify-full":
+        raise DatabaseError(f"DATABASE_URL has channel_binding=require with sslmode={sslmode}: "
+                            "use sslmode=require (verified TLS), as Neon's string does")
 
     if "statement_cache_size" in params:
         settings.statement_cache_size = _number(params.pop("statement_cache_size"), "statement_cache_size")
     elif settings.pooled:
         settings.statement_cache_size = 0  # PgBouncer in transaction mode: see the README
     if "connect_timeout" in params:
-        settings.connect_deadline = float(_number(params.pop("connect_timeout"), "connect_timeout"))
+        settings.connect_deadline = _number(params.pop("connect_timeout"), "connect_timeout")
+        if settings.connect_deadline < 1:
+            raise DatabaseError("DATABASE_URL has connect_timeout=0: give the seconds to wait, "
+                                "at least 1 (default 30)")
     for name in ("options", "application_name"):
         if name in params:
             settings.server_settings[name] = params.pop(name)
@@ -215,10 +237,10 @@ def load_settings() -> DatabaseSettings:
     url = load_database_url()
     if url is None:
         print(
-            f"DATABASE_URL is not set: using the local SQLite file {SQLITE_DEFAULT[9:]}. "
+            f"DATABASE_URL is not set: using the local SQLite file {SQLITE_FILE}. "
             "To use Neon, put your connection string in .env (see .env.example)."
         )
-        url = SQLITE_DEFAULT
+        url = f"sqlite://{SQLITE_FILE}"
     return parse_database_url(url)
 
 
@@ -237,7 +259,7 @@ def tortoise_config(
 ) -> dict[str, Any]:
     """Tortoise's config dict for these settings (by default, from DATABASE_URL)."""
     if settings is None:
-        settings = parse_database_url(load_database_url() or SQLITE_DEFAULT)
+        settings = load_settings()
     if settings.engine == "sqlite":
         connection: dict[str, Any] = {
             "engine": "tortoise.backends.sqlite",
@@ -248,7 +270,8 @@ def tortoise_config(
             "host": settings.host,
             "port": settings.port,
             "user": settings.user,
-            "password": settings.password,
+            # A callable: asyncpg calls it; Tortoise's debug log would print a third of a string.
+            "password": lambda: settings.password,
             "database": settings.database,
             "ssl": ssl_option(settings),
             "direct_tls": settings.direct_tls,
@@ -301,17 +324,27 @@ class PromptCloseConnection(asyncpg.Connection):  # type: ignore[misc]
 # --- connecting: retries, deadlines and one clear line per failure --------------------------
 
 
-RETRYABLE = (
-    ConnectionRefusedError,
-    ConnectionResetError,
-    ConnectionAbortedError,
-    TimeoutError,
-    asyncio.TimeoutError,
+NOT_READY = (
     asyncpg.CannotConnectNowError,  # the server is starting up or shutting down
     asyncpg.TooManyConnectionsError,
     asyncpg.AdminShutdownError,
     asyncpg.ConnectionDoesNotExistError,
+    TimeoutError,
+    asyncio.TimeoutError,
 )
+
+
+def is_not_ready(exc: BaseException, s: DatabaseSettings) -> bool:
+    """True for connect errors that mean "not ready yet": worth waiting for."""
+    if isinstance(exc, NOT_READY):
+        return True
+    if isinstance(exc, (socket.gaierror, ssl.SSLError)) or not isinstance(exc, OSError):
+        return False  # unknown host, TLS failure, wrong password, unknown database, ...
+    if "rejected SSL upgrade" in str(exc):
+        return False  # a server without TLS: waiting will not give it TLS
+    # Refused, reset, unreachable: a compute waking up, a server restarting. But a server
+    # without direct TLS hangs up on the TLS hello: that one is final.
+    return not (s.direct_tls and isinstance(exc, ConnectionResetError))
 
 
 class RetryingConnect:
@@ -333,8 +366,8 @@ class RetryingConnect:
             kwargs["timeout"] = max(0.1, min(ATTEMPT_TIMEOUT, remaining))
             try:
                 return await asyncpg.connect(*args, **kwargs)
-            except RETRYABLE as exc:
-                if s.direct_tls and isinstance(exc, ConnectionResetError):  # no direct TLS there
+            except Exception as exc:
+                if not is_not_ready(exc, s):
                     raise DatabaseError(explain_connect_error(exc, s)) from exc
                 reason = failure_reason(exc)
                 remaining = deadline - time.monotonic()
@@ -352,22 +385,24 @@ class RetryingConnect:
                 )
                 await asyncio.sleep(wait)
                 delay, attempt = delay * 2, attempt + 1
-            except Exception as exc:
-                raise DatabaseError(explain_connect_error(exc, s)) from exc
 
 
 def failure_reason(exc: BaseException) -> str:
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
+    """A few words for what went wrong: "connection refused", "timed out", ..."""
     if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
         return "timed out"
     if isinstance(exc, asyncpg.PostgresError):
         return str(exc).splitlines()[0]
+    if isinstance(exc, OSError) and ("Errno 111" in str(exc) or "Connect call failed" in str(exc)):
+        return "connection refused"  # also asyncio's "Multiple exceptions" for several addresses
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
     return type(exc).__name__
 
 
 def explain_connect_error(exc: BaseException, s: DatabaseSettings) -> str:
     """The one line for a connect error that waiting will not fix."""
+    message = str(exc)
     if isinstance(exc, asyncpg.InvalidPasswordError):
         return (
             f"Password authentication failed for user {s.user} at {s.host}: copy the connection "
@@ -378,8 +413,14 @@ def explain_connect_error(exc: BaseException, s: DatabaseSettings) -> str:
             f"Database {s.database} does not exist at {s.host}: fix the name after the host in "
             "DATABASE_URL (Neon's default is neondb)"
         )
+    if isinstance(exc, asyncpg.PostgresError) and s.sslmode in ("disable", "allow") and any(
+        word in message.lower() for word in ("no encryption", "ssl", "insecure")
+    ):
+        return f"{s.host} requires TLS: remove sslmode={s.sslmode} from DATABASE_URL"
     if isinstance(exc, asyncpg.InvalidAuthorizationSpecificationError):
-        return f"The server refused user {s.user}: {str(exc).splitlines()[0]}"
+        return f"The server refused user {s.user}: {message.splitlines()[0]}"
+    if isinstance(exc, socket.gaierror) and exc.errno == socket.EAI_AGAIN:
+        return f"Could not look up the host {s.host} (DNS not answering): check your network"
     if isinstance(exc, socket.gaierror):
         return f"Cannot find the host {s.host}: check the host name in DATABASE_URL for a typo"
     if isinstance(exc, ssl.SSLCertVerificationError):
@@ -387,16 +428,19 @@ def explain_connect_error(exc: BaseException, s: DatabaseSettings) -> str:
             f"TLS certificate verification failed for {s.host} ({exc.verify_message}): check "
             "the host name, or give the server's CA with sslrootcert=/path/to/ca.pem"
         )
-    if isinstance(exc, (ssl.SSLError, ConnectionError)) and s.direct_tls:
+    if s.direct_tls and isinstance(exc, (ssl.SSLError, ConnectionError)):
         return (
             f"Direct TLS failed at {s.host} ({failure_reason(exc)}): the server may not "
             "support it (PostgreSQL 17+); remove sslnegotiation=direct from DATABASE_URL"
         )
     if isinstance(exc, ssl.SSLError):
         return f"TLS failed at {s.host} ({exc.reason or exc}): check sslmode in DATABASE_URL"
-    if isinstance(exc, asyncpg.PostgresError) and "SSL" in str(exc) and s.sslmode == "disable":
-        return f"{s.host} requires TLS: remove sslmode=disable from DATABASE_URL"
-    return f"Could not connect to {s.where}: {failure_reason(exc)}: {exc}"
+    if "rejected SSL upgrade" in message:
+        return (
+            f"{s.host} does not offer TLS: for a trusted server on your own network, add "
+            "sslmode=disable to DATABASE_URL"
+        )
+    return f"Could not connect to {s.where}: {failure_reason(exc)}"
 
 
 # --- using it from a script -----------------------------------------------------------------
@@ -405,18 +449,17 @@ def explain_connect_error(exc: BaseException, s: DatabaseSettings) -> str:
 async def create_schema() -> None:
     """Create the tables that do not exist yet, one process at a time.
 
-    On PostgreSQL it is a single message (one round trip): the DDL inside a transaction that
-    first takes a transaction-scoped advisory lock, so that several processes starting at once
-    (and PgBouncer in transaction mode) never race on CREATE TABLE IF NOT EXISTS.
+    On PostgreSQL it is a single message (one round trip): a transaction-scoped advisory lock,
+    then the DDL, so that several processes starting at once (also through PgBouncer in
+    transaction mode) never race on CREATE TABLE IF NOT EXISTS.
     """
     client = connections.get("default")
     if client.capabilities.dialect != "postgres":
         await Tortoise.generate_schemas(safe=True)
         return
     ddl = get_schema_sql(client, safe=True)
-    await client.execute_script(
-        f"BEGIN; SELECT pg_advisory_xact_lock({SCHEMA_LOCK_ID}); {ddl}\nCOMMIT;"
-    )
+    # Several statements in one message run as one transaction: the lock is held to its end.
+    await client.execute_script(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_ID});\n{ddl}")
 
 
 @asynccontextmanager
@@ -438,28 +481,31 @@ class Interrupted(Exception):
 
 
 def run(main: Coroutine[Any, Any, None]) -> None:
-    """Run a script's ``main()``: a clean exit on Ctrl-C or SIGTERM, and one line per error."""
+    """Run a script's ``main()``: a clean exit on Ctrl-C or SIGTERM, and one line per error.
+
+    Errors from the database or the network become one line; any other exception is a bug in
+    the script and keeps its traceback.
+    """
     try:
         asyncio.run(_cancel_on_signals(main))
-    except DatabaseError as exc:
-        _exit(1, f"Error: {exc}")
     except Interrupted as exc:
         name = "Ctrl-C" if exc.signum == signal.SIGINT else "SIGTERM"
         _exit(128 + exc.signum, f"Interrupted ({name}): stopped cleanly; nothing unfinished was saved.")
     except KeyboardInterrupt:  # platforms without loop signal handlers (Windows)
         _exit(130, "Interrupted (Ctrl-C): stopped cleanly; nothing unfinished was saved.")
-    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, no traceback
+    except (DatabaseError, BaseORMException, asyncpg.PostgresError, asyncpg.InterfaceError,
+            OSError, asyncio.TimeoutError) as exc:
         _exit(1, f"Error: {explain_error(exc)}")
 
 
 def explain_error(exc: BaseException) -> str:
-    """One line for an error that reached the top."""
-    while isinstance(exc, DBConnectionError) and exc.__cause__ is not None:
-        exc = exc.__cause__
+    """One line for a database or network error that reached the top."""
+    while isinstance(exc, BaseORMException) and isinstance(exc.__cause__, Exception):
+        exc = exc.__cause__  # Tortoise wraps the driver's error: explain the original
     if isinstance(exc, DatabaseError):
         return str(exc)
     if isinstance(exc, (asyncpg.ConnectionDoesNotExistError, asyncpg.AdminShutdownError,
-                        asyncpg.InterfaceError, ConnectionError)):
+                        ConnectionResetError, ConnectionAbortedError, BrokenPipeError)):
         return (
             f"Lost the connection to the database ({failure_reason(exc)}): the server restarted "
             "or dropped it; run the command again"
@@ -502,7 +548,8 @@ async def _cancel_on_signals(main: Coroutine[Any, Any, None]) -> None:
 def __getattr__(name: str) -> Any:
     """``database.TORTOISE_ORM``: the config dict for the Tortoise CLI and web frameworks.
 
-    Built when first read, from DATABASE_URL, so that importing this module never fails.
+    Built from DATABASE_URL each time it is read (not at import), so that importing this
+    module never fails.
     """
     if name == "TORTOISE_ORM":
         return tortoise_config()

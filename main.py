@@ -25,8 +25,16 @@ class User(Model):
         return self.name
 
 
+def user_name(value: str) -> str:
+    """The --name argument: 1 to 50 characters, like the name field."""
+    if not 1 <= len(value.strip()) <= 50:
+        raise argparse.ArgumentTypeError("the name must be 1 to 50 characters")
+    return value.strip()
+
+
 async def main(name: str) -> None:
     # Connect, create the table if needed; connections are closed when the block ends.
+    # models=[__name__]: the models are in this file, whether it runs as a script or is imported.
     async with database.connect(models=[__name__]):
         user = await User.create(name=name)
         print(f"Inserted user #{user.id}: {user}")
@@ -41,11 +49,6 @@ async def main(name: str) -> None:
         print(f"{newest[0]['total']} users in total; newest {len(newest)}:")
         for row in newest:
             print(f"  #{row['id']} {row['name']} (added {row['created_at']:%Y-%m-%d %H:%M:%S} UTC)")
-
-def user_name(value: str) -> str:
-    if not 1 <= len(value.strip()) <= 50:
-        raise argparse.ArgumentTypeError("the name must be 1 to 50 characters")
-    return value.strip()
 
 
 if __name__ == "__main__":

