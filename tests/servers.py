@@ -43,6 +43,14 @@ def _run_as() -> list[str]:
     """The command prefix that runs a server program as a non-root user."""
     if not _is_root():
         return []
+    import pwd
+
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        raise RuntimeError("As root, the test PostgreSQL runs as the user 'postgres', and there "
+                           "is none: create it (useradd --system postgres) or run as a "
+                           "normal user") from None
     return ["runuser", "-u", "postgres", "--"]
 
 

@@ -191,3 +191,20 @@ def test_bad_urls_get_one_clear_line(url: str, message: str) -> None:
     assert message in line
     assert "\n" not in line
     assert ":b@" not in line
+
+
+@pytest.mark.parametrize(("error", "waits"), [
+    (ConnectionRefusedError(111, "Connection refused"), True),
+    (OSError("Multiple exceptions: [Errno 111] Connect call failed ('::1', 5432, 0, 0), "
+             "[Errno 111] Connect call failed ('127.0.0.1', 5432)"), True),
+    (TimeoutError(), True),
+    (ConnectionError('PostgreSQL server at "h:5432" rejected SSL upgrade'), False),
+    (__import__("socket").gaierror(-2, "Name or service not known"), False),
+    (ssl.SSLCertVerificationError(1, "certificate verify failed"), False),
+    (ValueError("not a connect error"), False),
+])
+def test_which_connect_errors_are_worth_waiting_for(error: Exception, waits: bool) -> None:
+    settings = parse_database_url(f"postgresql://a:b@{NEON}/db")
+    assert database.is_not_ready(error, settings) is waits
+    if waits:
+        assert database.failure_reason(error) in ("connection refused", "timed out")

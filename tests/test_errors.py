@@ -73,9 +73,11 @@ def test_unknown_host(pg: Postgres, tmp_path: Path) -> None:
     assert time.monotonic() - started < 15  # not retried
 
 
-def test_nothing_listening(pg: Postgres, local_pg: servers.PostgresServer,
-                           tmp_path: Path) -> None:
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])  # localhost: maybe two addresses
+def test_nothing_listening(pg: Postgres, local_pg: servers.PostgresServer, tmp_path: Path,
+                           host: str) -> None:
     url = local_pg.url("neondb", port=servers.free_port()) + "&connect_timeout=3"
+    url = url.replace("@127.0.0.1:", f"@{host}:")
     started = time.monotonic()
     result = run_script("main.py", env=script_env(pg, url), cwd=tmp_path)
     elapsed = time.monotonic() - started

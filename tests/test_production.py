@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import database
+from bench import pglog
 from tests import servers
 from tests.conftest import Postgres, execute, query, run_script, script_env, start_script
 
@@ -163,6 +164,9 @@ def test_interrupt_inside_the_transaction_rolls_it_back(pg: Postgres, dbname: st
                                                         tmp_path: Path, signum: int, code: int,
                                                         said: str) -> None:
     make_inserts_slow(pg, dbname, "Bob")
+    if pg.server:  # the server logs each statement in this database: the ROLLBACK must be there
+        execute(pg, dbname, f"ALTER DATABASE {dbname} SET log_statement = 'all'")
+        log_offset = pglog.log_size(pg.server.logfile)
     proc = start_script("transactions.py", env=script_env(pg, db_url), cwd=tmp_path)
     wait_for_sleeping_insert(pg, dbname, proc)  # inside block 2, Bob written, not committed
     proc.send_signal(signum)
@@ -172,6 +176,11 @@ def test_interrupt_inside_the_transaction_rolls_it_back(pg: Postgres, dbname: st
         f"{said}: stopped cleanly; nothing unfinished was saved."]
     assert "Traceback" not in err and "Task was destroyed" not in err
     assert query(pg, dbname, "SELECT count(*) FROM demo_users")[0][0] == 0
+    if pg.server:
+        (session,) = pglog.sessions_of(pg.server.logfile, log_offset, dbname, servers.APP_USER)
+        assert session.statements[-1].startswith("statement: ROLLBACK"), session.statements
+        assert session.disconnected
+        assert not any("unexpected EOF" in problem for problem in session.problems)
     deadline = time.monotonic() + 5
     while backends(pg, dbname) and time.monotonic() < deadline:  # the server notices at once
         time.sleep(0.05)
