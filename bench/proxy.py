@@ -259,19 +259,22 @@ class Trace:
 
     def breakdown(self) -> list[str]:
         """One line per round trip: what the client sent, and what it waited for."""
-        lines = ["RT  1  TCP handshake"]
-        number = 1
-        for flight in self.flights:
-            if flight.counted:
-                number += 1
-                head = f"RT {number:2d}"
-            else:
-                head = "   --"
-            server = summarize(flight.server)
-            if flight.server_hung_up:
-                server = (server + ", " if server else "") + "(hang up)"
-            lines.append(f"{head}  {summarize(flight.client)}  ->  {server or '(nothing)'}")
-        return lines
+        return describe_flights(self.flights)
+
+
+def describe_flights(flights: list[Flight]) -> list[str]:
+    """One line per round trip: what the client sent, and what it waited for."""
+    lines = ["RT  1  TCP handshake"]
+    number = 1
+    for flight in flights:
+        if flight.counted:
+            number += 1
+        head = f"RT {number:2d}" if flight.counted else "   --"
+        server = summarize(flight.server)
+        if flight.server_hung_up:
+            server = (server + ", " if server else "") + "(hang up)"
+        lines.append(f"{head}  {summarize(flight.client)}  ->  {server or '(nothing)'}")
+    return lines
 
 
 def summarize(labels: list[str]) -> str:

@@ -48,7 +48,7 @@ if str(ROOT) not in sys.path:
 import asyncpg
 
 from bench import pglog
-from bench.proxy import Flight, ProxyThread, Trace, summarize
+from bench.proxy import Flight, ProxyThread, Trace, describe_flights
 from tests import servers
 
 DELAY_MS = 25.0
@@ -160,16 +160,7 @@ def breakdown(tls: Trace, plain: Trace) -> list[str]:
     flights.append(Flight(client=["TLS Finished", *first.client], server=first.server,
                           counted=first.counted))
     flights += plain.flights[1:]
-    lines, number = ["RT  1  TCP handshake"], 1
-    for flight in flights:
-        if flight.counted:
-            number += 1
-        head = f"RT {number:2d}" if flight.counted else "   --"
-        server = summarize(flight.server)
-        if flight.server_hung_up:
-            server = (server + ", " if server else "") + "(hang up)"
-        lines.append(f"{head}  {summarize(flight.client)}  ->  {server or '(nothing)'}")
-    return lines
+    return describe_flights(flights)
 
 
 def seconds(values: list[float]) -> str:
