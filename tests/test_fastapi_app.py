@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests import servers
 from tests.conftest import ROOT, Postgres, query, run, script_env
 from tests.servers import free_port
 
@@ -108,3 +110,21 @@ async def drop_database(pg: Postgres, dbname: str) -> None:
         await conn.execute(f'DROP DATABASE "{dbname}" WITH (FORCE)')
     finally:
         await conn.close()
+
+
+def test_app_reconnects_after_the_server_restarts(api: httpx.Client, pg: Postgres,
+                                                  local_pg: servers.PostgresServer) -> None:
+    """A Neon compute suspended and woken up: the pool's idle connections are terminated
+    ("terminating connection due to administrator command"); the next request gets a new one."""
+    assert api.post("/users", json={"name": "before"}).status_code == 201
+    local_pg.stop()
+    # The request arrives while the server is down; the server is back 2 s later (cold start).
+    waking = threading.Timer(2.0, local_pg.start)
+    waking.start()
+    try:
+        after = api.post("/users", json={"name": "after"})
+    finally:
+        waking.join()
+    assert after.status_code == 201, after.text
+    assert [u["name"] for u in api.get("/users").json()] == ["after", "before"]
+    assert api.get("/health").json() == {"status": "ok"}
