@@ -285,6 +285,32 @@ def scaling_section(bench: Bench) -> bool:
     return ok
 
 
+GUIDE_IMPORTS = ("from tortoise import Tortoise, fields, run_async; "
+                 "from tortoise.models import Model; from dotenv import load_dotenv; "
+                 "import tortoise.backends.asyncpg")
+
+
+def startup_section(cwd: Path) -> bool:
+    """Start-up: main.py up to parsing its arguments, against what the guide's script imports."""
+    def median_wall(command: list[str], runs: int = 9) -> float:
+        times = []
+        for _ in range(runs):
+            begun = time.perf_counter()
+            subprocess.run(command, cwd=cwd, capture_output=True, check=True)
+            times.append(time.perf_counter() - begun)
+        return statistics.median(times)
+
+    ours = median_wall([sys.executable, str(ROOT / "main.py"), "--help"])
+    guide = median_wall([sys.executable, "-c", GUIDE_IMPORTS])
+    print("\nStart-up, median of 9 runs each (no database): imports and argument parsing")
+    print(table([["command", "wall"],
+                 ["python main.py --help", seconds([ours])],
+                 ["the guide's imports (tortoise, asyncpg backend, dotenv)", seconds([guide])]]))
+    ok = ours <= guide * 1.10  # within noise of the guide's
+    print(f"start-up: {'OK' if ok else 'SLOWER than the guide'} ({ours / guide:.2f}x)")
+    return ok
+
+
 def main() -> int:
     if os.environ.get("TEST_DATABASE_URL"):
         print("TEST_DATABASE_URL is set but not used: the bench proxies a local server (see the "
@@ -303,6 +329,7 @@ def main() -> int:
             bench = Bench(server, proxy, Path(cwd))
             ok = round_trip_section(bench)
             ok &= scaling_section(bench)
+            ok &= startup_section(Path(cwd))
     finally:
         servers.remove(server)
     print(f"\n{'all targets met' if ok else 'a target was missed'} "
