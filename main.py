@@ -1,7 +1,7 @@
 """Neon + Tortoise ORM quickstart: create a table, insert a user, list the newest users.
 
 Run it with `python main.py` (or `python main.py --name Ada`). DATABASE_URL comes from .env;
-database.py turns it into Tortoise's settings and handles what can go wrong.
+the database package turns it into Tortoise's settings and handles what can go wrong.
 """
 
 import argparse
@@ -34,8 +34,7 @@ def user_name(value: str) -> str:
 
 async def main(name: str) -> None:
     # Connect, create the table if needed; connections are closed when the block ends.
-    # models=[__name__]: the models are in this file, whether it runs as a script or is imported.
-    async with database.connect(models=[__name__]):
+    async with database.connect():
         user = await User.create(name=name)
         print(f"Inserted user #{user.id}: {user}")
 

@@ -12,7 +12,7 @@ from main import User
 
 
 async def main() -> None:
-    async with database.connect():  # the User model from main.py
+    async with database.connect():
         run = uuid.uuid4().hex[:8]  # tags this run's rows, so the counts below are exact
         alice, bob = f"Alice (run {run})", f"Bob (run {run})"
 

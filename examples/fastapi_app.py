@@ -1,7 +1,13 @@
 """The quickstart's User model behind a small FastAPI app, on the same DATABASE_URL.
 
 Run it from the repository root: ``uvicorn examples.fastapi_app:app``. DATABASE_URL comes from
-.env, as for main.py, and database.py turns it into Tortoise's config.
+.env, as for main.py, and the models from ``database.MODELS``, as for the Tortoise CLI.
+
+The schema: this app does not create tables. An app's models change, and only migrations can
+follow them (``tortoise makemigrations`` then ``tortoise migrate``, see the README), so at
+start-up it only checks that every model's table and columns exist, and says how to fix it if
+not. A database error at start-up (a wrong DATABASE_URL, a database that is down, a missing
+table) is one ``Error:`` line, as in the scripts.
 """
 
 from collections.abc import AsyncIterator
@@ -20,14 +26,14 @@ from main import User
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    # Connect with database.py's config and close on shutdown. The table is created by
-    # create_schema(): IF NOT EXISTS, under a lock, so several workers can start at once.
-    async with RegisterTortoise(app, config=database.tortoise_config()):
-        await database.create_schema()
+    # Connect with the database package's config, check the schema, close on shutdown.
+    async with RegisterTortoise(app, config=database.TORTOISE_ORM):
+        await database.check_schema()
         yield
 
 
 app = FastAPI(title="Neon + Tortoise ORM quickstart", lifespan=lifespan)
+app.add_middleware(database.OneLineStartupErrors)
 
 
 class NewUser(BaseModel):

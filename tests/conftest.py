@@ -202,3 +202,19 @@ def pgbouncer(local_pg: servers.PostgresServer) -> Iterator[servers.PgBouncer]:
         yield bouncer
     finally:
         bouncer.stop()
+
+
+PROJECT = ["main.py", "transactions.py", "database", "examples", "pyproject.toml"]
+
+
+def copy_project(destination: Path) -> Path:
+    """A copy of the repository as a user starts from it (scripts, package, example, config)."""
+    destination.mkdir(parents=True, exist_ok=True)
+    for name in PROJECT:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, destination / name,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, destination / name)
+    return destination

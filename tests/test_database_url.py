@@ -8,6 +8,9 @@ import pytest
 
 import database
 from database import DatabaseError, parse_database_url, tortoise_config
+from database.connecting import is_not_ready
+from database.errors import failure_reason
+from database.settings import load_database_url
 
 NEON = "ep-cool-darkness-123456.us-east-2.aws.neon.tech"
 POOLER = "ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech"
@@ -70,7 +73,7 @@ def test_sslnegotiation_direct_and_endpoint_option() -> None:
 def test_quoted_url_from_env_file(quoted: str, monkeypatch: pytest.MonkeyPatch) -> None:
     url = f"postgresql://alex:pw@{NEON}/neondb?sslmode=require"
     monkeypatch.setenv("DATABASE_URL", quoted.format(url))
-    loaded = database.load_database_url()
+    loaded = load_database_url()
     assert loaded is not None
     assert parse_database_url(loaded).host == NEON
 
@@ -205,6 +208,6 @@ def test_bad_urls_get_one_clear_line(url: str, message: str) -> None:
 ])
 def test_which_connect_errors_are_worth_waiting_for(error: Exception, waits: bool) -> None:
     settings = parse_database_url(f"postgresql://a:b@{NEON}/db")
-    assert database.is_not_ready(error, settings) is waits
+    assert is_not_ready(error, settings) is waits
     if waits:
-        assert database.failure_reason(error) in ("connection refused", "timed out")
+        assert failure_reason(error) in ("connection refused", "timed out")

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tortoise import Tortoise
 
+import database
 from tests import servers
 from tests.conftest import ROOT, Postgres, query, run, script_env
 from tests.servers import free_port
@@ -19,14 +21,39 @@ from tests.servers import free_port
 NAME_RULE = "the name must be 1 to 50 characters"
 
 
-@pytest.fixture
-def api(pg: Postgres, db_url: str, tmp_path: Path) -> Iterator[httpx.Client]:
-    """`uvicorn examples.fastapi_app:app` on a free port, stopped after the test."""
-    port, log = free_port(), tmp_path / "uvicorn.log"
+def start_uvicorn(env: dict[str, str], log: Path, cwd: Path = ROOT,
+                  ) -> tuple[subprocess.Popen[bytes], int]:
+    """`uvicorn examples.fastapi_app:app --port PORT`, as the README runs it."""
+    port = free_port()
     with log.open("w") as out:
         server = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "examples.fastapi_app:app", "--port", str(port)],
-            env=script_env(pg, db_url), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+            env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+    return server, port
+
+
+def create_tables(pg: Postgres, db_url: str) -> None:
+    """The schema, created the quickstart's way (as `python main.py` does, without a row)."""
+
+    async def go() -> None:
+        settings = database.parse_database_url(db_url)
+        if pg.server and pg.server.ca_path:
+            settings.sslrootcert = str(pg.server.ca_path)
+        await Tortoise.init(config=database.tortoise_config(settings))
+        try:
+            await database.create_schema()
+        finally:
+            await Tortoise.close_connections()
+
+    run(go())
+
+
+@pytest.fixture
+def api(pg: Postgres, db_url: str, tmp_path: Path) -> Iterator[httpx.Client]:
+    """The app on a free port, on a database whose tables exist; stopped after the test."""
+    create_tables(pg, db_url)
+    log = tmp_path / "uvicorn.log"
+    server, port = start_uvicorn(script_env(pg, db_url), log)
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
             wait_until_up(client, server, log)
@@ -128,3 +155,37 @@ def test_app_reconnects_after_the_server_restarts(api: httpx.Client, pg: Postgre
     assert after.status_code == 201, after.text
     assert [u["name"] for u in api.get("/users").json()] == ["after", "before"]
     assert api.get("/health").json() == {"status": "ok"}
+
+
+def startup_failure(env: dict[str, str], tmp_path: Path) -> list[str]:
+    """Start the app and expect it to exit at start-up; the lines it printed."""
+    log = tmp_path / "uvicorn.log"
+    server, _ = start_uvicorn(env, log)
+    try:
+        code = server.wait(90)
+    finally:
+        if server.poll() is None:
+            server.kill()
+    output = log.read_text()
+    assert code != 0, output
+    assert "Traceback" not in output and servers.APP_PASSWORD not in output, output
+    assert "Application startup failed. Exiting." in output
+    return [line for line in output.splitlines() if line.startswith("ERROR:")]
+
+
+def test_startup_with_a_wrong_password_is_one_line(pg: Postgres, local_pg: servers.PostgresServer,
+                                                   dbname: str, tmp_path: Path) -> None:
+    env = script_env(pg, local_pg.url(dbname, password="Wrong-Password-42"))
+    errors = startup_failure(env, tmp_path)
+    assert len(errors) == 2, errors  # the line, then uvicorn's "Application startup failed"
+    assert errors[0].startswith("ERROR:    Error: Password authentication failed for user")
+    assert "Wrong-Password-42" not in errors[0]
+
+
+def test_startup_without_the_tables_names_the_fix(pg: Postgres, db_url: str,
+                                                  tmp_path: Path) -> None:
+    errors = startup_failure(script_env(pg, db_url), tmp_path)
+    assert len(errors) == 2, errors
+    assert errors[0].startswith('ERROR:    Error: The database has no table for a model '
+                                '(relation "demo_users" does not exist): run `tortoise')
+    assert "tortoise makemigrations` then `tortoise migrate`" in errors[0]

@@ -6,14 +6,11 @@ pyproject.toml's [tool.tortoise] and the database through DATABASE_URL, with no 
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import ROOT, Postgres, query, run_script, script_env
-
-PROJECT_FILES = ["main.py", "database.py", "transactions.py", "pyproject.toml"]
+from tests.conftest import Postgres, copy_project, query, run_script, script_env
 
 
 def tortoise(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -26,8 +23,7 @@ def tortoise(*args: str, env: dict[str, str], cwd: Path) -> subprocess.Completed
 def test_makemigrations_and_migrate_create_the_users_table(
     pg: Postgres, dbname: str, db_url: str, tmp_path: Path
 ) -> None:
-    for name in PROJECT_FILES:  # a copy: makemigrations writes migrations/ beside the code
-        shutil.copy(ROOT / name, tmp_path / name)
+    copy_project(tmp_path)  # a copy: makemigrations writes migrations/ beside the code
     env = script_env(pg, db_url)
 
     made = tortoise("makemigrations", env=env, cwd=tmp_path)

@@ -16,7 +16,7 @@ from bench import pglog
 from tests import servers
 from tests.conftest import Postgres, execute, query, run_script, script_env, start_script
 
-# The settings a Neon "-pooler" host gets from database.py (see test_database_url.py): the
+# The settings a Neon "-pooler" host gets from the database package (see test_database_url.py): the
 # test PgBouncer listens on 127.0.0.1, so the URL names them explicitly.
 POOLER_QUERY = "sslmode=require&channel_binding=require&statement_cache_size=0"
 

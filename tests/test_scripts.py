@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
-from tests.conftest import ROOT, Postgres, query, run_script, script_env
+from tests.conftest import ROOT, Postgres, copy_project, query, run_script, script_env
 
 
 def assert_clean(result) -> None:  # type: ignore[no-untyped-def]
@@ -110,8 +109,7 @@ def test_env_file_beside_the_scripts_is_read(tmp_path: Path) -> None:
     """A user's .env, quoted as .env.example shows, is what the scripts use."""
     copy = tmp_path / "repo"
     copy.mkdir()
-    for name in ("main.py", "transactions.py", "database.py"):
-        shutil.copy(ROOT / name, copy / name)
+    copy_project(copy)
     (copy / ".env").write_text('DATABASE_URL="sqlite://from-dotenv.sqlite3"\n')
     env = script_env(None, None)
     del env["DATABASE_URL"]

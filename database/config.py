@@ -1,0 +1,109 @@
+"""Tortoise ORM's config: the model modules, and the database connection from DATABASE_URL."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import sys
+from collections.abc import Iterable
+from typing import Any
+
+import asyncpg
+
+from database.connecting import RetryingConnect
+from database.settings import DatabaseSettings, load_settings
+from database.tls import ssl_option
+
+# Every module that defines models. Add yours here: "models" for a models.py beside main.py.
+# Both scripts, the Tortoise CLI (migrations), the FastAPI app and the tests read this list.
+MODELS = ["main"]
+
+
+def model_modules(models: Iterable[str] = MODELS) -> list[str]:
+    """MODELS as Tortoise must see them in this process.
+
+    ``python main.py`` runs main.py as the module ``__main__``: its User class is registered
+    under that name, so that the script's own class is the one initialised.
+    """
+    running = getattr(sys.modules.get("__main__"), "__file__", None)
+    resolved = []
+    for name in models:
+        spec = importlib.util.find_spec(name) if name != "__main__" else None
+        same = running and spec and spec.origin and _same_file(spec.origin, running)
+        resolved.append("__main__" if same else name)
+    return resolved
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def tortoise_config(
+    settings: DatabaseSettings | None = None, models: Iterable[str] = MODELS
+) -> dict[str, Any]:
+    """Tortoise's config dict for these settings (by default, from DATABASE_URL)."""
+    if settings is None:
+        settings = load_settings()
+    if settings.engine == "sqlite":
+        connection: dict[str, Any] = {
+            "engine": "tortoise.backends.sqlite",
+            "credentials": {"file_path": settings.database},
+        }
+    else:
+        credentials: dict[str, Any] = {
+            "host": settings.host,
+            "port": settings.port,
+            "user": settings.user,
+            # A callable: asyncpg calls it; Tortoise's debug log would print a third of a string.
+            "password": lambda: settings.password,
+            "database": settings.database,
+            "ssl": ssl_option(settings),
+            "direct_tls": settings.direct_tls,
+            "server_settings": dict(settings.server_settings),
+            "minsize": 1,
+            "maxsize": 5,
+            "connect": RetryingConnect(settings),
+            "reset": keep_session,
+            "connection_class": PromptCloseConnection,
+        }
+        if settings.statement_cache_size is not None:
+            credentials["statement_cache_size"] = settings.statement_cache_size
+        connection = {"engine": "tortoise.backends.asyncpg", "credentials": credentials}
+    return {
+        "connections": {"default": connection},
+        "apps": {
+            "models": {
+                "models": model_modules(models),
+                "default_connection": "default",
+                "migrations": "migrations",
+            }
+        },
+        "use_tz": True,
+        "timezone": "UTC",
+    }
+
+
+async def keep_session(connection: asyncpg.Connection) -> None:
+    """Pool reset hook: nothing to send when a connection goes back to the pool.
+
+    asyncpg has already rolled back any open transaction. Its default reset would also send
+    ``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`` (one round trip per query):
+    Tortoise creates none of that session state. See docs/connecting.md ("Pool reset").
+    """
+
+
+class PromptCloseConnection(asyncpg.Connection):  # type: ignore[misc]
+    """Closes by sending Terminate without waiting for the server to hang up (a round trip).
+
+    The server still logs a normal disconnect: it reads Terminate before it sees the socket close.
+    """
+
+    async def close(self, *, timeout: float | None = None) -> None:
+        try:
+            await super().close(timeout=0.000_001)
+        except (TimeoutError, asyncio.TimeoutError, OSError):
+            pass

@@ -1,0 +1,209 @@
+"""DATABASE_URL -> DatabaseSettings: every form Neon users paste, or one line saying what to fix."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from dotenv import load_dotenv
+
+from database.errors import DatabaseError
+
+SQLITE_FILE = "quickstart.sqlite3"  # where the demo runs when DATABASE_URL is unset
+CONNECT_DEADLINE = 30.0  # seconds for all connect attempts together (URL: connect_timeout=)
+
+LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
+SSLMODES = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
+# libpq parameters that asyncpg has no use for: accepted and ignored, as libpq users expect.
+IGNORED_PARAMS = {"gssencmode", "target_session_attrs", "keepalives"}
+
+
+@dataclass
+class DatabaseSettings:
+    """What a DATABASE_URL says, in the terms asyncpg and Tortoise need."""
+
+    engine: str  # "postgres" or "sqlite"
+    host: str = ""
+    port: int = 5432
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    database: str = ""
+    sslmode: str = "verify-full"  # what we do, in libpq's words
+    sslrootcert: str | None = None
+    direct_tls: bool = False
+    pooled: bool = False  # a Neon "-pooler" host: PgBouncer in transaction mode
+    statement_cache_size: int | None = None
+    connect_deadline: float = CONNECT_DEADLINE
+    server_settings: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def where(self) -> str:
+        """Host, port and database: safe to print (no password)."""
+        if self.engine == "sqlite":
+            return f"SQLite file {self.database}"
+        host = f"[{self.host}]" if ":" in self.host else self.host  # IPv6
+        return f"{host}:{self.port}/{self.database}"
+
+    @property
+    def tls_description(self) -> str:
+        return {
+            "disable": "TLS off: not encrypted",
+            "allow": "TLS only if the server insists: certificate not verified",
+            "prefer": "TLS if the server offers it: certificate not verified",
+        }.get(self.sslmode, "TLS on, certificate verified")
+
+    def describe(self) -> str:
+        """One line for the user: where we are connected and how safely."""
+        if self.engine == "sqlite":
+            return f"Connected to {self.where}"
+        notes = [self.tls_description]
+        if self.pooled:
+            notes.append("pooled endpoint")
+        if self.statement_cache_size == 0:
+            notes.append("statement cache off")
+        return f"Connected to PostgreSQL at {self.where} as {self.user} ({'; '.join(notes)})"
+
+
+def load_database_url() -> str | None:
+    """DATABASE_URL from the environment, or from ``.env``; None when unset or empty."""
+    load_dotenv()
+    return os.environ.get("DATABASE_URL", "").strip() or None
+
+
+def load_settings() -> DatabaseSettings:
+    """The settings for this run: DATABASE_URL, or the local SQLite default (announced)."""
+    url = load_database_url()
+    if url is None:
+        print(
+            f"DATABASE_URL is not set: using the local SQLite file {SQLITE_FILE}. "
+            "To use Neon, put your connection string in .env (see .env.example)."
+        )
+        url = f"sqlite://{SQLITE_FILE}"
+    return parse_database_url(url)
+
+
+def parse_database_url(url: str) -> DatabaseSettings:
+    """Parse a DATABASE_URL, raising DatabaseError with a one-line fix for anything wrong."""
+    url = url.strip().strip("'\"").strip()
+    if "<" in url or ">" in url:
+        raise DatabaseError(
+            "DATABASE_URL still holds the placeholder from .env.example: paste the connection "
+            "string from Neon's Connect dialog into .env"
+        )
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise DatabaseError(
+            "DATABASE_URL is not a URL: expected postgresql://USER:PASSWORD@HOST/DATABASE "
+            "(copy it from Neon's Connect dialog)"
+        )
+    scheme = scheme.lower()
+    if scheme == "sqlite":
+        return DatabaseSettings(engine="sqlite", database=rest or "db.sqlite3")
+    if scheme not in ("postgres", "postgresql"):
+        raise DatabaseError(
+            f"DATABASE_URL has the scheme '{scheme}://', which this project does not use: "
+            "it must start with postgresql:// (or sqlite:// for a local file)"
+        )
+
+    parts = urlsplit(url)
+    try:
+        port = parts.port or 5432
+        host = parts.hostname or ""
+    except ValueError:
+        raise DatabaseError(
+            "DATABASE_URL is malformed: the port after the host must be a number, "
+            "and a password with special characters must be percent-encoded"
+        ) from None
+    if not host:
+        raise DatabaseError(
+            "DATABASE_URL has no host: expected postgresql://USER:PASSWORD@HOST/DATABASE"
+        )
+    database = unquote(parts.path.lstrip("/"))
+    if "@" in parts.path or "/" in database:  # an unencoded "/" in the password splits the URL
+        raise DatabaseError(
+            "DATABASE_URL is malformed: percent-encode special characters in the password "
+            "(/ as %2F, @ as %40), as Neon's Connect dialog does"
+        )
+    if not database:
+        raise DatabaseError(
+            f"DATABASE_URL names no database: add it after the host ({host}/neondb)"
+        )
+    settings = DatabaseSettings(
+        engine="postgres",
+        host=host,
+        port=port,
+        user=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        database=database,
+        pooled=host.split(".")[0].endswith("-pooler"),
+    )
+    _apply_query(settings, dict(parse_qsl(parts.query, keep_blank_values=True)))
+    return settings
+
+
+def _apply_query(settings: DatabaseSettings, params: dict[str, str]) -> None:
+    """Apply the URL's query parameters (libpq's names) to the settings."""
+    sslmode = params.pop("sslmode", None)
+    ssl_flag = params.pop("ssl", None)  # the guide's form: ?ssl=true
+    if sslmode is None and ssl_flag is not None:
+        if ssl_flag.lower() not in ("true", "1", "yes", "on", "require"):
+            raise DatabaseError(
+                f"DATABASE_URL has ssl={ssl_flag}: to turn TLS off on purpose, use sslmode=disable"
+            )
+        sslmode = "require"
+    if sslmode is None:  # nothing said: verify remote hosts, be libpq-like on this machine
+        sslmode = "prefer" if settings.host in LOCAL_HOSTS else "verify-full"
+    if sslmode not in SSLMODES:
+        raise DatabaseError(
+            f"DATABASE_URL has sslmode={sslmode}: use one of {', '.join(sorted(SSLMODES))}"
+        )
+    # require and verify-ca are verified in full: see docs/connecting.md ("TLS") for why.
+    settings.sslmode = "verify-full" if sslmode in ("require", "verify-ca") else sslmode
+
+    rootcert = params.pop("sslrootcert", None)
+    if rootcert and rootcert != "system":
+        if not Path(rootcert).expanduser().is_file():
+            raise DatabaseError(f"DATABASE_URL has sslrootcert={rootcert}, but no such file exists")
+        settings.sslrootcert = str(Path(rootcert).expanduser())
+
+    negotiation = params.pop("sslnegotiation", "postgres")
+    if negotiation not in ("postgres", "direct"):
+        raise DatabaseError(
+            f"DATABASE_URL has sslnegotiation={negotiation}: use postgres or direct"
+        )
+    if negotiation == "direct" and settings.sslmode != "verify-full":
+        raise DatabaseError(f"DATABASE_URL has sslnegotiation=direct with sslmode={sslmode}: "
+                            "direct TLS needs sslmode=require")
+    settings.direct_tls = negotiation == "direct"
+    if params.pop("channel_binding", "prefer") == "require" and settings.sslmode != "verify-full":
+        raise DatabaseError(f"DATABASE_URL has channel_binding=require with sslmode={sslmode}: "
+                            "use sslmode=require (verified TLS), as Neon's string does")
+
+    if "statement_cache_size" in params:
+        settings.statement_cache_size = _number(params.pop("statement_cache_size"),
+                                                "statement_cache_size")
+    elif settings.pooled:
+        settings.statement_cache_size = 0  # PgBouncer in transaction mode: docs/connecting.md
+    if "connect_timeout" in params:
+        settings.connect_deadline = _number(params.pop("connect_timeout"), "connect_timeout")
+        if settings.connect_deadline < 1:
+            raise DatabaseError("DATABASE_URL has connect_timeout=0: give the seconds to wait, "
+                                "at least 1 (default 30)")
+    for name in ("options", "application_name"):
+        if name in params:
+            settings.server_settings[name] = params.pop(name)
+    unknown = sorted(set(params) - IGNORED_PARAMS)
+    if unknown:
+        raise DatabaseError(
+            f"DATABASE_URL has the unknown parameter {unknown[0]}=...: remove it "
+            "(supported: sslmode, sslrootcert, sslnegotiation, channel_binding, options, "
+            "application_name, connect_timeout, statement_cache_size)"
+        )
+
+
+def _number(value: str, name: str) -> int:
+    if not value.isdigit():
+        raise DatabaseError(f"DATABASE_URL has {name}={value}: it must be a whole number")
+    return int(value)

@@ -1,0 +1,18 @@
+"""TLS for asyncpg: a context that verifies the certificate and the host name, with ALPN."""
+
+from __future__ import annotations
+
+import ssl
+
+from database.settings import DatabaseSettings
+
+ALPN = "postgresql"  # PostgreSQL 17+ refuses direct TLS without it; asyncpg sets it only on its own
+
+
+def ssl_option(settings: DatabaseSettings) -> ssl.SSLContext | str | bool:
+    """asyncpg's ``ssl`` argument: a verifying context unless the URL explicitly opted out."""
+    if settings.sslmode in ("disable", "allow", "prefer"):
+        return False if settings.sslmode == "disable" else settings.sslmode
+    context = ssl.create_default_context(cafile=settings.sslrootcert)  # verifies name + chain
+    context.set_alpn_protocols([ALPN])
+    return context
