@@ -32,7 +32,7 @@ from database.asgi import OneLineStartupErrors
 from database.config import MODELS, tortoise_config
 from database.errors import DatabaseError, explain_error
 from database.schema import SCHEMA_LOCK_ID, check_schema, create_schema
-from database.script import connect, run
+from database.script import connect, one_line_errors_for_other_tools, run
 from database.settings import DatabaseSettings, load_settings, parse_database_url
 from database.tls import ssl_option
 
@@ -44,11 +44,13 @@ __all__ = [
 
 #: Tortoise's config dict, for its CLI (pyproject.toml: ``database.TORTOISE_ORM``) and web apps.
 #: Built from DATABASE_URL each time it is read (by ``__getattr__`` below), not at import, so
-#: that importing this package never fails and always sees the current DATABASE_URL.
+#: that importing this package never fails and always sees the current DATABASE_URL. Reading it
+#: also makes a database error that ends the process (``tortoise migrate``) one line.
 TORTOISE_ORM: dict[str, Any]
 
 
 def __getattr__(name: str) -> Any:
     if name == "TORTOISE_ORM":
+        one_line_errors_for_other_tools()
         return tortoise_config()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

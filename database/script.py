@@ -52,6 +52,22 @@ def run(main: Coroutine[Any, Any, None]) -> None:
         _exit(1, f"Error: {explain_error(exc)}")
 
 
+def one_line_errors_for_other_tools() -> None:
+    """For tools that use our config without ``run()`` (the Tortoise CLI): one line per error.
+
+    A user-facing error that ends such a process prints as ``Error: ...`` (exit code 1)
+    instead of a traceback; any other exception keeps Python's usual report.
+    """
+    sys.excepthook = _one_line_or_traceback
+
+
+def _one_line_or_traceback(kind: type[BaseException], exc: BaseException, tb: Any) -> None:
+    if isinstance(exc, USER_FACING):
+        print(f"Error: {explain_error(exc)}", file=sys.stderr, flush=True)
+    else:
+        sys.__excepthook__(kind, exc, tb)
+
+
 def _exit(code: int, line: str) -> None:
     print(line, file=sys.stderr, flush=True)
     raise SystemExit(code)

@@ -11,6 +11,7 @@ from database import DatabaseError, parse_database_url, tortoise_config
 from database.connecting import is_not_ready
 from database.errors import failure_reason
 from database.settings import load_database_url
+from tests.conftest import ROOT
 
 NEON = "ep-cool-darkness-123456.us-east-2.aws.neon.tech"
 POOLER = "ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech"
@@ -211,3 +212,17 @@ def test_which_connect_errors_are_worth_waiting_for(error: Exception, waits: boo
     assert is_not_ready(error, settings) is waits
     if waits:
         assert failure_reason(error) in ("connection refused", "timed out")
+
+
+def test_importing_the_config_never_fails_reading_it_builds_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`database.TORTOISE_ORM` is read from DATABASE_URL when used, in a fresh process."""
+    import subprocess
+    import sys
+
+    code = ("import database\n"
+            "try:\n    database.TORTOISE_ORM\nexcept database.DatabaseError as e:\n    print(e)\n")
+    env = {"DATABASE_URL": "postgresql://u:<password>@h/db", "PATH": ""}
+    result = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, text=True,
+                            capture_output=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("DATABASE_URL still holds the placeholder")

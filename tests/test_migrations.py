@@ -10,13 +10,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests import servers
 from tests.conftest import Postgres, copy_project, query, run_script, script_env
 
 
-def tortoise(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+def tortoise(*args: str, env: dict[str, str], cwd: Path,
+             expect: int = 0) -> subprocess.CompletedProcess[str]:
     result = subprocess.run([sys.executable, "-m", "tortoise", *args], env=env, cwd=cwd,
                             text=True, capture_output=True, timeout=120, check=False)
-    assert result.returncode == 0, f"tortoise {' '.join(args)}:\n{result.stdout}{result.stderr}"
+    assert result.returncode == expect, f"tortoise {' '.join(args)}:\n{result.stdout}{result.stderr}"
     return result
 
 
@@ -52,3 +54,15 @@ def test_makemigrations_and_migrate_create_the_users_table(
     assert "Inserted user #1: Migrated" in result.stdout
     rows = query(pg, dbname, "SELECT name FROM demo_users")
     assert [r["name"] for r in rows] == ["Migrated"]
+
+
+def test_migrate_with_a_wrong_password_is_one_line(pg: Postgres, local_pg: servers.PostgresServer,
+                                                   dbname: str, tmp_path: Path) -> None:
+    copy_project(tmp_path)
+    tortoise("makemigrations", env=script_env(pg, local_pg.url(dbname)), cwd=tmp_path)
+    env = script_env(pg, local_pg.url(dbname, password="Wrong-Password-42"))
+    result = tortoise("migrate", env=env, cwd=tmp_path, expect=1)
+    assert "Traceback" not in result.stderr and "Wrong-Password-42" not in result.stderr
+    assert result.stderr.splitlines() == [(
+        f"Error: Password authentication failed for user quickstart at {local_pg.host}: copy "
+        "the connection string again from Neon's Connect dialog (or reset the role's password)")]
