@@ -18,13 +18,14 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 
 import database
-from tests import servers
+from tests import hostnames, servers
+from tests.neon_proxy import Endpoint, NeonProxy, Target
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -202,6 +203,32 @@ def pgbouncer(local_pg: servers.PostgresServer) -> Iterator[servers.PgBouncer]:
         yield bouncer
     finally:
         bouncer.stop()
+
+
+@pytest.fixture
+def neon(tls_pg: Postgres, local_pg: servers.PostgresServer, tmp_path: Path) -> Iterator[NeonProxy]:
+    """The Neon-faithful proxy (tests/neon_proxy.py) in front of the test server, reached by
+    Neon-shaped host names (tests/hostnames.py); its endpoint ``hostnames.ENDPOINT`` is awake."""
+    reason = hostnames.ensure()
+    if reason:
+        missing(reason)
+    assert local_pg.ca_path is not None
+    cert, key = servers.issue_certificate(
+        local_pg.ca_path, [f"*.{hostnames.DOMAIN}", "localhost", "127.0.0.1"], tmp_path, "neon")
+    proxy = NeonProxy(Target(local_pg.host, local_pg.port), {servers.APP_USER: servers.APP_PASSWORD},
+                      (servers.SUPERUSER, servers.SUPER_PASSWORD), str(cert), str(key),
+                      hostnames.DOMAIN)
+    proxy.endpoints[hostnames.ENDPOINT] = Endpoint()
+    with proxy:
+        yield proxy
+
+
+def neon_url(proxy: NeonProxy, dbname: str, host: str = hostnames.POOLED,
+             password: str = servers.APP_PASSWORD,
+             query: str = "sslmode=require&channel_binding=require") -> str:
+    """Neon's console string for the proxy (pooled by default), as the Connect dialog shows it."""
+    return (f"postgresql://{servers.APP_USER}:{quote(password, safe='')}@{host}:{proxy.port}"
+            f"/{dbname}?{query}")
 
 
 PROJECT = ["main.py", "transactions.py", "database", "examples", "pyproject.toml"]

@@ -87,17 +87,33 @@ def embedded_bindir() -> Path | None:
 
 
 def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
-    """A throwaway CA and a server certificate for localhost and 127.0.0.1: (ca, cert, key)."""
+    """A throwaway CA and a server certificate for localhost and 127.0.0.1: (ca, cert, key).
+
+    The CA's key is kept beside it (``ca.key``), so that ``issue_certificate`` can sign more.
+    """
     import trustme
 
     ca = trustme.CA()
-    leaf = ca.issue_cert("localhost", "127.0.0.1")
-    ca_path, cert_path, key_path = directory / "ca.pem", directory / "server.crt", directory / "server.key"
+    ca_path = directory / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_path))
+    ca.private_key_pem.write_to_path(str(directory / "ca.key"))
+    (directory / "ca.key").chmod(0o600)
+    cert_path, key_path = issue_certificate(ca_path, ["localhost", "127.0.0.1"], directory, "server")
+    return ca_path, cert_path, key_path
+
+
+def issue_certificate(ca_path: Path, names: list[str], directory: Path,
+                      stem: str) -> tuple[Path, Path]:
+    """A certificate for ``names`` signed by the test CA at ``ca_path``: (cert, key)."""
+    import trustme
+
+    ca = trustme.CA.from_pem(ca_path.read_bytes(), (ca_path.parent / "ca.key").read_bytes())
+    leaf = ca.issue_cert(*names)
+    cert_path, key_path = directory / f"{stem}.crt", directory / f"{stem}.key"
     leaf.cert_chain_pems[0].write_to_path(str(cert_path))
     leaf.private_key_pem.write_to_path(str(key_path))
     key_path.chmod(0o600)
-    return ca_path, cert_path, key_path
+    return cert_path, key_path
 
 
 @dataclass
