@@ -85,7 +85,7 @@ class Endpoint:
     failures: int | None = None  # ... or only the first K attempts, then work
     wake_delay: float = 0.0  # seconds a suspended compute takes to wake
     suspended: bool = False  # scaled to zero: the next connection waits for wake_delay
-    suspend_after: float | None = None  # suspend N s after a connection's first query (0: at it)
+    suspend_after: float | None = None  # suspend N s after a connection's next query (0: at it)
     attempts: int = 0  # connections that asked for this endpoint
     sessions: set[Session] = field(default_factory=set)
 
@@ -489,10 +489,10 @@ class NeonProxy:
         endpoint = self.endpoints[name]
 
         async def upstream() -> None:
-            first = True
+            armed = False
             while data := await session.client.read():
-                if first and endpoint.suspend_after is not None:
-                    first = False
+                if not armed and endpoint.suspend_after is not None:
+                    armed = True
                     if endpoint.suspend_after == 0:  # suspended before this query is answered
                         await self._suspend(name)
                         continue
