@@ -50,6 +50,10 @@ import ssl
 import struct
 import threading
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 INSECURE = "connection is insecure (try using `sslmode=require`)"
 NO_ENDPOINT = (
@@ -132,6 +136,10 @@ def b64(data: bytes) -> str:
 
 def _hmac(key: bytes, data: bytes) -> bytes:
     return hmac.new(key, data, "sha256").digest()
+
+
+def xor(a: bytes, b: bytes) -> bytes:
+    return bytes(x ^ y for x, y in zip(a, b, strict=True))
 
 
 def scram_keys(password: str, salt: bytes, iterations: int) -> tuple[bytes, bytes]:
@@ -271,7 +279,7 @@ class NeonProxy:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
-    def __enter__(self) -> NeonProxy:
+    def __enter__(self) -> Self:
         self.thread.start()
         self.server = self._call(asyncio.start_server(self._serve, "127.0.0.1", 0))
         self.port = int(self.server.sockets[0].getsockname()[1])
@@ -369,14 +377,14 @@ class NeonProxy:
         if packet is None:
             return
         fields = packet[8:].split(b"\0")
-        params = {k.decode(): v.decode() for k, v in zip(fields[::2], fields[1::2]) if k}
+        params = {k.decode(): v.decode() for k, v in zip(fields[::2], fields[1::2], strict=False) if k}
         user, options = params.get("user", ""), params.get("options", "")
         endpoint_id = self._endpoint_id(client.sni, options)
         hacked_password = None
         if endpoint_id is None:  # no SNI, no option: the endpoint may come with the password
             await client.send(auth(3))  # AuthenticationCleartextPassword
             password = (await client.message())[1].rstrip(b"\0").decode()
-            hack = re.fullmatch(r"(?:endpoint|project)=([^;$]*)[;$](.*)", password, re.S)
+            hack = re.fullmatch(r"(?:endpoint|project)=([^;$]*)[;$](.*)", password, re.DOTALL)
             if hack is None:
                 raise Refused(NO_ENDPOINT)
             endpoint_id, hacked_password = hack.groups()
@@ -402,7 +410,8 @@ class NeonProxy:
         target = self.pooler if pooled and self.pooler else self.compute
         kept = [o for o in re.split(r"(?<!\\)\s+", options) if o and not re.match(
             r"(endpoint|project)=|neon_\w+:", o)]
-        forwarded = {k: params[k] for k in ("user", "database", "application_name") if k in params}
+        forwarded: dict[str, str] = {
+            k: params[k] for k in ("user", "database", "application_name") if k in params}
         forwarded.update({"options": " ".join(kept)} if kept else {})
         try:
             compute, greeting, pid = await self._login(target, forwarded, secret)
@@ -436,7 +445,7 @@ class NeonProxy:
         stored = hashlib.sha256(client_key).digest()
         auth_message = f"{bare},{server_first},{without_proof}".encode()
         signature = _hmac(stored, auth_message)
-        recovered = bytes(a ^ b for a, b in zip(base64.b64decode(proof), signature))
+        recovered = xor(base64.b64decode(proof), signature)
         if (secret is None or attributes(without_proof).get("r") != nonce
                 or not hmac.compare_digest(hashlib.sha256(recovered).digest(), stored)):
             raise Refused(PASSWORD_FAILED.format(user))
@@ -461,7 +470,7 @@ class NeonProxy:
             code = int.from_bytes(body[:4], "big") if kind == b"R" else -1
             if kind == b"E":  # re-sent Neon's way: the message text only
                 compute.close()
-                text = dict((f[:1], f[1:]) for f in body.split(b"\0") if f).get(b"M", b"")
+                text = {f[:1]: f[1:] for f in body.split(b"\0") if f}.get(b"M", b"")
                 raise Refused(text.decode())
             if code == 10:
                 first = f"n,,{bare}".encode()
@@ -475,7 +484,7 @@ class NeonProxy:
                 without_proof = f"c=biws,r={server['r']}"
                 signature = _hmac(hashlib.sha256(client_key).digest(),
                                   f"{bare},{server_first},{without_proof}".encode())
-                proof = bytes(a ^ b for a, b in zip(client_key, signature))
+                proof = xor(client_key, signature)
                 await compute.send(message(b"p", f"{without_proof},p={b64(proof)}".encode()))
             elif kind != b"R":  # ParameterStatus, BackendKeyData, NoticeResponse, ReadyForQuery
                 greeting += message(kind, body)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+from typing import Any
 
 import asyncpg
 import pytest
@@ -20,8 +21,8 @@ def context(proxy_ca: str, alpn: list[str] | None = None) -> ssl.SSLContext:
 
 
 async def connect(neon: NeonProxy, ca: str, host: str = hostnames.POOLED, database: str = "postgres",
-                  **kwargs: object) -> asyncpg.Connection:
-    options: dict[str, object] = {"user": servers.APP_USER, "password": servers.APP_PASSWORD,
+                  **kwargs: Any) -> asyncpg.Connection:
+    options: dict[str, Any] = {"user": servers.APP_USER, "password": servers.APP_PASSWORD,
                                   "ssl": context(ca)}
     options.update(kwargs)
     return await asyncpg.connect(host=host, port=neon.port, database=database, **options)
@@ -32,7 +33,7 @@ def ca(local_pg: servers.PostgresServer) -> str:
     return str(local_pg.ca_path)
 
 
-def refusal(neon: NeonProxy, ca: str, **kwargs: object) -> asyncpg.PostgresError:
+def refusal(neon: NeonProxy, ca: str, **kwargs: Any) -> asyncpg.PostgresError:
     async def go() -> None:
         await connect(neon, ca, **kwargs)
 
