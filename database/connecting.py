@@ -12,7 +12,13 @@ from typing import Any
 
 import asyncpg
 
-from database.errors import DatabaseError, explain_connect_error, failure_reason
+from database.errors import (
+    DatabaseError,
+    explain_connect_error,
+    explain_gave_up,
+    failure_reason,
+    neon_failure,
+)
 from database.settings import DatabaseSettings
 
 ATTEMPT_TIMEOUT = 10.0  # seconds for one attempt: a host that accepts and never answers
@@ -31,6 +37,9 @@ def is_not_ready(exc: BaseException, s: DatabaseSettings) -> bool:
     """True for connect errors that mean "not ready yet": worth waiting for."""
     if isinstance(exc, NOT_READY):
         return True
+    neon = neon_failure(exc)  # Neon's proxy: a compute that did not wake, its rate limits
+    if neon is not None:
+        return neon.wait
     if isinstance(exc, (socket.gaierror, ssl.SSLError)) or not isinstance(exc, OSError):
         return False  # unknown host, TLS failure, wrong password, unknown database, ...
     if "rejected SSL upgrade" in str(exc):
@@ -65,11 +74,7 @@ class RetryingConnect:
                 reason = failure_reason(exc)
                 remaining = deadline - time.monotonic()
                 if remaining <= 0.05:
-                    raise DatabaseError(
-                        f"Could not connect to {s.where} within {s.connect_deadline:g} s "
-                        f"({reason}, {attempt} attempts): check that the host and port in "
-                        "DATABASE_URL are right and that the database is running"
-                    ) from exc
+                    raise DatabaseError(explain_gave_up(exc, s, attempt)) from exc
                 wait = min(delay, 4.0, remaining) * random.uniform(0.5, 1.0)  # backoff, jitter
                 print(
                     f"Database at {s.host} not ready ({reason}); retrying in {wait:.1f} s",

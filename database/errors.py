@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import ssl
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -25,6 +27,81 @@ USER_FACING = (DatabaseError, BaseORMException, asyncpg.PostgresError, asyncpg.I
 MIGRATE = "run `tortoise makemigrations` then `tortoise migrate`"
 
 
+@dataclass(frozen=True)
+class NeonFailure:
+    """One of the failures Neon's proxy reports itself: SQLSTATE XX000, the message text only."""
+
+    words: str  # a regular expression for the start of the proxy's message
+    wait: bool  # waiting can fix it: retried within the connect deadline
+    line: str  # {host} {endpoint} {user} {database} {message} {deadline} {attempts} {use_pooler}
+
+
+CONSOLE = "Neon console"
+NEON_FAILURES = (
+    NeonFailure(r"password authentication failed for user", False,
+                "Password authentication failed for user {user} at {host}: copy the connection "
+                "string again from Neon's Connect dialog; on Neon this also means an unknown role "
+                "or a typo in the endpoint id ({endpoint})"),
+    NeonFailure(r'database ".*" does not exist', False,
+                "Database {database} does not exist at {host}: fix the name after the host in "
+                "DATABASE_URL (Neon's default is neondb)"),
+    NeonFailure(r"Endpoint ID is not specified", False,
+                "Neon cannot tell which endpoint {host} means (Endpoint ID is not specified): use "
+                "the host name from Neon's Connect dialog (ep-....neon.tech), or add "
+                "options=endpoint%3D<endpoint-id> to DATABASE_URL (the host's first part)"),
+    NeonFailure(r"Inconsistent project name", False,
+                "{message}: the endpoint in options=endpoint%3D... must be the first part of the "
+                "host ({endpoint}); remove the option, the host name is enough"),
+    NeonFailure(r"Control plane request failed: endpoint is disabled", False,
+                "Neon endpoint {endpoint} is disabled ({message}): it accepts no connections "
+                "until it is enabled again; check its compute and your plan's limits in the "
+                + CONSOLE),
+    NeonFailure(r"Control plane request failed: endpoint cannot be found", False,
+                "Neon has no endpoint {endpoint} ({message}): its branch or project may have "
+                "been deleted; copy the connection string again from the Connect dialog"),
+    NeonFailure(r"Your project has exceeded|.* quota", False,
+                "Neon refused endpoint {endpoint}: {message} (see Billing and usage in the "
+                + CONSOLE + ")"),
+    NeonFailure(r"Couldn't connect to compute node", True,
+                "Neon could not wake the compute of endpoint {endpoint} within {deadline:g} s "
+                "({message}; {attempts} attempts): check the compute's state in the " + CONSOLE
+                + " and Neon's status page, then run the command again"),
+    NeonFailure(r"Too many connections|Failed to acquire permit", True,  # Neon's rate limits
+                "Neon refused new connections to endpoint {endpoint} for {deadline:g} s "
+                "({message}; {attempts} attempts): {use_pooler}open fewer connections at once, "
+                "or try again later"),
+)
+
+
+def neon_failure(exc: BaseException) -> NeonFailure | None:
+    """The Neon proxy failure this is, if any: matched on the text, since the SQLSTATE is XX000."""
+    if isinstance(exc, asyncpg.InternalServerError):  # XX000
+        for failure in NEON_FAILURES:
+            if re.match(failure.words, str(exc)):
+                return failure
+    return None
+
+
+def explain_neon(failure: NeonFailure, exc: BaseException, s: DatabaseSettings,
+                 attempts: int = 1) -> str:
+    """The line for a Neon proxy failure, with the proxy's own words where they help."""
+    return failure.line.format(
+        host=s.host, endpoint=s.host.split(".")[0].removesuffix("-pooler"), user=s.user,
+        database=s.database, message=str(exc).splitlines()[0].rstrip("."),
+        deadline=s.connect_deadline, attempts=attempts,
+        use_pooler="" if s.pooled else "use the pooled (-pooler) connection string, ")
+
+
+def explain_gave_up(exc: BaseException, s: DatabaseSettings, attempts: int) -> str:
+    """The line when the server was still not ready at the connect deadline."""
+    failure = neon_failure(exc)
+    if failure is not None:
+        return explain_neon(failure, exc, s, attempts)
+    return (f"Could not connect to {s.where} within {s.connect_deadline:g} s "
+            f"({failure_reason(exc)}, {attempts} attempts): check that the host and port in "
+            "DATABASE_URL are right and that the database is running")
+
+
 def failure_reason(exc: BaseException) -> str:
     """A few words for what went wrong: "connection refused", "timed out", ..."""
     if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
@@ -41,6 +118,9 @@ def failure_reason(exc: BaseException) -> str:
 def explain_connect_error(exc: BaseException, s: DatabaseSettings) -> str:
     """The one line for a connect error that waiting will not fix."""
     message = str(exc)
+    failure = neon_failure(exc)
+    if failure is not None:
+        return explain_neon(failure, exc, s)
     if isinstance(exc, asyncpg.InvalidPasswordError):
         return (
             f"Password authentication failed for user {s.user} at {s.host}: copy the connection "

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import hostnames, servers
+from tests import hostnames, neon_proxy, servers
 from tests.conftest import Postgres, neon_url, query, run_script, script_env
 from tests.neon_proxy import NeonProxy, Target
 
@@ -58,3 +58,102 @@ def test_both_scripts_with_neons_console_string(neon_pooler: NeonProxy, pg: Post
     names = [r["name"] for r in query(pg, dbname, "SELECT name FROM demo_users ORDER BY id")]
     assert names[1:] == ["Neon User", "Ada Lovelace"] and names[0].startswith("Bob (run ")
     assert neon_pooler.endpoints[MAIN_ENDPOINT].attempts >= 3  # all of it through the proxy
+
+
+# --- every Neon failure: one line, exit 1, nothing written; retried only when waiting helps --
+
+
+def error_line(result) -> str:  # type: ignore[no-untyped-def]
+    """The one ``Error:`` line of a failed run (after any "not ready" lines), checked in full."""
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "Traceback" not in output and servers.APP_PASSWORD not in output
+    assert "s3cret" not in output and "Inserted" not in result.stdout
+    [line] = [x for x in result.stderr.splitlines() if " not ready (" not in x]
+    assert line.startswith("Error: ")
+    return line[len("Error: "):]
+
+
+def no_table(pg: Postgres, dbname: str) -> bool:
+    return not query(pg, dbname, "SELECT 1 FROM pg_tables WHERE tablename = 'demo_users'")
+
+
+P, D, T = hostnames.POOLED, hostnames.DIRECT, hostnames.TYPO
+EP = MAIN_ENDPOINT
+FINAL = [  # (failure, URL changes, the line a user sees)
+    (None, {"password": "Wrong-Password-42"},
+     f"Password authentication failed for user quickstart at {P}: copy the connection string "
+     "again from Neon's Connect dialog; on Neon this also means an unknown role or a typo in the "
+     f"endpoint id ({EP})"),
+    (None, {"host": T},  # a typo in the endpoint id: the name resolves, Neon knows no such id
+     f"Password authentication failed for user quickstart at {T}: copy the connection string "
+     "again from Neon's Connect dialog; on Neon this also means an unknown role or a typo in the "
+     "endpoint id (ep-quiet-lake-a1b2c3d5)"),
+    (None, {"dbname": "neondb"},
+     f"Database neondb does not exist at {P}: fix the name after the host in DATABASE_URL "
+     "(Neon's default is neondb)"),
+    (None, {"host": "127.0.0.1"},  # no SNI for an address, no options=endpoint%3D...
+     "Neon cannot tell which endpoint 127.0.0.1 means (Endpoint ID is not specified): use the "
+     "host name from Neon's Connect dialog (ep-....neon.tech), or add "
+     "options=endpoint%3D<endpoint-id> to DATABASE_URL (the host's first part)"),
+    (None, {"query": "sslmode=disable"},
+     f"{P} requires TLS: remove sslmode=disable from DATABASE_URL"),
+    ("DISABLED", {},
+     f"Neon endpoint {EP} is disabled (Control plane request failed: endpoint is disabled): it "
+     "accepts no connections until it is enabled again; check its compute and your plan's "
+     "limits in the Neon console"),
+    ("NOT_FOUND", {},
+     f"Neon has no endpoint {EP} (Control plane request failed: endpoint cannot be found): its "
+     "branch or project may have been deleted; copy the connection string again from the "
+     "Connect dialog"),
+    ("QUOTA", {"host": D},
+     f"Neon refused endpoint {EP}: Your project has exceeded the data transfer quota. Upgrade "
+     "your plan to increase limits (see Billing and usage in the Neon console)"),
+]
+RETRIED = [  # (failure, host, the line once the deadline (connect_timeout=1) has passed)
+    ("NOT_WOKEN", P,
+     f"Neon could not wake the compute of endpoint {EP} within 1 s (Couldn't connect to compute "
+     "node; {n} attempts): check the compute's state in the Neon console and Neon's status "
+     "page, then run the command again"),
+    ("TOO_MANY_ATTEMPTS", D,
+     f"Neon refused new connections to endpoint {EP} for 1 s (Too many connections attempts; "
+     "{n} attempts): use the pooled (-pooler) connection string, open fewer connections at "
+     "once, or try again later"),
+    ("TOO_MANY_CONNECTIONS", P,
+     f"Neon refused new connections to endpoint {EP} for 1 s (Too many connections to this "
+     "endpoint. Please try again later; {n} attempts): open fewer connections at once, or try "
+     "again later"),
+    ("NO_PERMIT", P,
+     f"Neon refused new connections to endpoint {EP} for 1 s (Failed to acquire permit to "
+     "connect to the database. Too many database connection attempts are currently ongoing; "
+     "{n} attempts): open fewer connections at once, or try again later"),
+]
+
+
+@pytest.mark.parametrize(("failure", "change", "expected"), FINAL,
+                         ids=[f"{f or next(iter(c))}" for f, c, _ in FINAL])
+def test_final_failures_are_one_line_and_never_retried(
+        neon: NeonProxy, pg: Postgres, dbname: str, tmp_path: Path, failure: str | None,
+        change: dict[str, str], expected: str) -> None:
+    endpoint = neon.endpoints[MAIN_ENDPOINT]
+    endpoint.failure = getattr(neon_proxy, failure) if failure else None
+    url = neon_url(neon, change.pop("dbname", dbname), **change)
+    result = run_script("main.py", env=script_env(pg, url), cwd=tmp_path)
+    assert error_line(result) == expected
+    assert " not ready (" not in result.stderr and endpoint.attempts <= 1  # not retried
+    assert no_table(pg, dbname)
+
+
+@pytest.mark.parametrize(("failure", "host", "expected"), RETRIED, ids=[f for f, _, _ in RETRIED])
+def test_what_waiting_can_fix_is_retried_until_the_deadline(
+        neon: NeonProxy, pg: Postgres, dbname: str, tmp_path: Path, failure: str, host: str,
+        expected: str) -> None:
+    endpoint = neon.endpoints[MAIN_ENDPOINT]
+    endpoint.failure = getattr(neon_proxy, failure)
+    url = neon_url(neon, dbname, host) + "&connect_timeout=1"
+    result = run_script("main.py", env=script_env(pg, url), cwd=tmp_path)
+    line = error_line(result)
+    waits = [x for x in result.stderr.splitlines() if " not ready (" in x]
+    assert line == expected.format(n=endpoint.attempts) and len(waits) == endpoint.attempts - 1
+    assert waits[0].startswith(f"Database at {host} not ready ({endpoint.failure.rstrip('.')}")
+    assert no_table(pg, dbname)

@@ -46,6 +46,7 @@ def refusal(neon: NeonProxy, ca: str, **kwargs: Any) -> asyncpg.PostgresError:
     ({"database": "no_such_db"}, 'database "no_such_db" does not exist'),  # the compute's, re-sent
     ({"password": "Wrong-Password-42"}, "password authentication failed for user 'quickstart'"),
     ({"host": hostnames.TYPO}, "password authentication failed for user 'quickstart'"),
+    ({"user": "nobody"}, "password authentication failed for user 'nobody'"),  # unknown role
     ({"ssl": False}, neon_proxy.INSECURE),
     ({"host": "127.0.0.1"}, neon_proxy.NO_ENDPOINT),  # no SNI for an address, no option
 ])
