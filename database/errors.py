@@ -169,9 +169,12 @@ def explain_error(exc: BaseException) -> str:
         return str(exc)
     if isinstance(exc, (asyncpg.ConnectionDoesNotExistError, asyncpg.AdminShutdownError,
                         ConnectionResetError, ConnectionAbortedError, BrokenPipeError)):
+        if isinstance(exc.__cause__, asyncpg.AdminShutdownError):
+            exc = exc.__cause__  # the server's FATAL says more than "closed in the middle"
         return (
             f"Lost the connection to the database ({failure_reason(exc)}): the server restarted "
-            "or dropped it; run the command again"
+            "or dropped it (a Neon compute that was suspended or restarted does this); run the "
+            "command again"
         )
     if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
         return "The database did not answer in time: run the command again"

@@ -8,14 +8,17 @@ own failures as SQLSTATE XX000 with the message text only, cold starts, suspends
 from __future__ import annotations
 
 import ssl
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests import hostnames, neon_proxy, servers
 from tests.conftest import Postgres, neon_url, query, run_script, script_env
 from tests.neon_proxy import NeonProxy, Target
+from tests.test_fastapi_app import create_tables, start_uvicorn, wait_until_up
 
 MAIN_ENDPOINT = hostnames.ENDPOINT
 
@@ -82,51 +85,51 @@ P, D, T = hostnames.POOLED, hostnames.DIRECT, hostnames.TYPO
 EP = MAIN_ENDPOINT
 FINAL = [  # (failure, URL changes, the line a user sees)
     (None, {"password": "Wrong-Password-42"},
-     f"Password authentication failed for user quickstart at {P}: copy the connection string "
-     "again from Neon's Connect dialog; on Neon this also means an unknown role or a typo in the "
-     f"endpoint id ({EP})"),
+     (f"Password authentication failed for user quickstart at {P}: copy the connection string "
+      "again from Neon's Connect dialog; on Neon this also means an unknown role or a typo in the "
+      f"endpoint id ({EP})")),
     (None, {"host": T},  # a typo in the endpoint id: the name resolves, Neon knows no such id
-     f"Password authentication failed for user quickstart at {T}: copy the connection string "
-     "again from Neon's Connect dialog; on Neon this also means an unknown role or a typo in the "
-     "endpoint id (ep-quiet-lake-a1b2c3d5)"),
+     (f"Password authentication failed for user quickstart at {T}: copy the connection string "
+      "again from Neon's Connect dialog; on Neon this also means an unknown role or a typo in the "
+      "endpoint id (ep-quiet-lake-a1b2c3d5)")),
     (None, {"dbname": "neondb"},
-     f"Database neondb does not exist at {P}: fix the name after the host in DATABASE_URL "
-     "(Neon's default is neondb)"),
+     (f"Database neondb does not exist at {P}: fix the name after the host in DATABASE_URL "
+      "(Neon's default is neondb)")),
     (None, {"host": "127.0.0.1"},  # no SNI for an address, no options=endpoint%3D...
-     "Neon cannot tell which endpoint 127.0.0.1 means (Endpoint ID is not specified): use the "
-     "host name from Neon's Connect dialog (ep-....neon.tech), or add "
-     "options=endpoint%3D<endpoint-id> to DATABASE_URL (the host's first part)"),
+     ("Neon cannot tell which endpoint 127.0.0.1 means (Endpoint ID is not specified): use the "
+      "host name from Neon's Connect dialog (ep-....neon.tech), or add "
+      "options=endpoint%3D<endpoint-id> to DATABASE_URL (the host's first part)")),
     (None, {"query": "sslmode=disable"},
-     f"{P} requires TLS: remove sslmode=disable from DATABASE_URL"),
+      f"{P} requires TLS: remove sslmode=disable from DATABASE_URL"),
     ("DISABLED", {},
-     f"Neon endpoint {EP} is disabled (Control plane request failed: endpoint is disabled): it "
-     "accepts no connections until it is enabled again; check its compute and your plan's "
-     "limits in the Neon console"),
+     (f"Neon endpoint {EP} is disabled (Control plane request failed: endpoint is disabled): it "
+      "accepts no connections until it is enabled again; check its compute and your plan's "
+      "limits in the Neon console")),
     ("NOT_FOUND", {},
-     f"Neon has no endpoint {EP} (Control plane request failed: endpoint cannot be found): its "
-     "branch or project may have been deleted; copy the connection string again from the "
-     "Connect dialog"),
+     (f"Neon has no endpoint {EP} (Control plane request failed: endpoint cannot be found): its "
+      "branch or project may have been deleted; copy the connection string again from the "
+      "Connect dialog")),
     ("QUOTA", {"host": D},
-     f"Neon refused endpoint {EP}: Your project has exceeded the data transfer quota. Upgrade "
-     "your plan to increase limits (see Billing and usage in the Neon console)"),
+     (f"Neon refused endpoint {EP}: Your project has exceeded the data transfer quota. Upgrade "
+      "your plan to increase limits (see Billing and usage in the Neon console)")),
 ]
 RETRIED = [  # (failure, host, the line once the deadline (connect_timeout=1) has passed)
     ("NOT_WOKEN", P,
-     f"Neon could not wake the compute of endpoint {EP} within 1 s (Couldn't connect to compute "
-     "node; {n} attempts): check the compute's state in the Neon console and Neon's status "
-     "page, then run the command again"),
+     (f"Neon could not wake the compute of endpoint {EP} within 1 s (Couldn't connect to compute "
+      "node; {n} attempts): check the compute's state in the Neon console and Neon's status "
+      "page, then run the command again")),
     ("TOO_MANY_ATTEMPTS", D,
-     f"Neon refused new connections to endpoint {EP} for 1 s (Too many connections attempts; "
-     "{n} attempts): use the pooled (-pooler) connection string, open fewer connections at "
-     "once, or try again later"),
+     (f"Neon refused new connections to endpoint {EP} for 1 s (Too many connections attempts; "
+      "{n} attempts): use the pooled (-pooler) connection string, open fewer connections at "
+      "once, or try again later")),
     ("TOO_MANY_CONNECTIONS", P,
-     f"Neon refused new connections to endpoint {EP} for 1 s (Too many connections to this "
-     "endpoint. Please try again later; {n} attempts): open fewer connections at once, or try "
-     "again later"),
+     (f"Neon refused new connections to endpoint {EP} for 1 s (Too many connections to this "
+      "endpoint. Please try again later; {n} attempts): open fewer connections at once, or try "
+      "again later")),
     ("NO_PERMIT", P,
-     f"Neon refused new connections to endpoint {EP} for 1 s (Failed to acquire permit to "
-     "connect to the database. Too many database connection attempts are currently ongoing; "
-     "{n} attempts): open fewer connections at once, or try again later"),
+     (f"Neon refused new connections to endpoint {EP} for 1 s (Failed to acquire permit to "
+      "connect to the database. Too many database connection attempts are currently ongoing; "
+      "{n} attempts): open fewer connections at once, or try again later")),
 ]
 
 
@@ -157,3 +160,75 @@ def test_what_waiting_can_fix_is_retried_until_the_deadline(
     assert line == expected.format(n=endpoint.attempts) and len(waits) == endpoint.attempts - 1
     assert waits[0].startswith(f"Database at {host} not ready ({endpoint.failure.rstrip('.')}")
     assert no_table(pg, dbname)
+
+
+# --- cold starts and suspends ----------------------------------------------------------------
+
+
+def test_a_compute_that_fails_to_wake_twice_then_works(neon: NeonProxy, pg: Postgres, dbname: str,
+                                                       tmp_path: Path) -> None:
+    endpoint = neon.endpoints[MAIN_ENDPOINT]
+    endpoint.failure, endpoint.failures = neon_proxy.NOT_WOKEN, 2
+    started = time.monotonic()
+    result = run_script("main.py", env=script_env(pg, neon_url(neon, dbname)), cwd=tmp_path)
+    took = time.monotonic() - started
+    assert_clean(result)
+    waits = result.stderr.splitlines()
+    assert len(waits) == 2 and all(
+        x.startswith(f"Database at {hostnames.POOLED} not ready (Couldn't connect to compute "
+                     "node); retrying in ") for x in waits), result.stderr
+    assert endpoint.attempts == 3 and "1 users in total" in result.stdout
+    print(f"\nfail twice, then work: main.py took {took:.2f} s ({' / '.join(waits)})")
+
+
+def test_cold_start_is_a_slower_login_not_an_error(neon: NeonProxy, pg: Postgres, dbname: str,
+                                                   tmp_path: Path) -> None:
+    endpoint = neon.endpoints[MAIN_ENDPOINT]
+    endpoint.suspended, endpoint.wake_delay = True, 2.0
+    started = time.monotonic()
+    result = run_script("main.py", env=script_env(pg, neon_url(neon, dbname)), cwd=tmp_path)
+    assert_clean(result)
+    assert result.stderr == "" and "1 users in total" in result.stdout  # no retry: it waited
+    assert time.monotonic() - started >= 2.0 and not endpoint.suspended
+
+
+@pytest.mark.parametrize("host", [hostnames.POOLED, hostnames.DIRECT])
+def test_a_script_whose_connection_is_closed_mid_run(neon: NeonProxy, pg: Postgres, dbname: str,
+                                                     tmp_path: Path, host: str) -> None:
+    """The compute is suspended while main.py runs: its first query is never answered."""
+    neon.endpoints[MAIN_ENDPOINT].suspend_after = 0
+    result = run_script("main.py", env=script_env(pg, neon_url(neon, dbname, host)), cwd=tmp_path)
+    reason = ("connection was closed in the middle of operation" if host == hostnames.POOLED
+              else "terminating connection due to administrator command")
+    assert error_line(result) == (
+        f"Lost the connection to the database ({reason}): the server restarted or dropped it "
+        "(a Neon compute that was suspended or restarted does this); run the command again")
+    assert no_table(pg, dbname)
+
+
+@pytest.mark.parametrize("host", [hostnames.POOLED, hostnames.DIRECT])
+def test_the_app_keeps_serving_after_a_suspend(neon: NeonProxy, pg: Postgres, dbname: str,
+                                               tmp_path: Path, host: str) -> None:
+    """Scale to zero with the app's connections open, then the next request wakes the compute."""
+    create_tables(pg, pg.url(dbname))
+    log = tmp_path / "uvicorn.log"
+    server, port = start_uvicorn(script_env(pg, neon_url(neon, dbname, host)), log)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            wait_until_up(client, server, log)
+            assert client.post("/users", json={"name": "before"}).status_code == 201
+            endpoint = neon.endpoints[MAIN_ENDPOINT]
+            assert endpoint.sessions  # the pool's connection is open
+            endpoint.wake_delay = 1.0
+            neon.suspend(MAIN_ENDPOINT)  # returns once the connections are closed
+
+            after = client.post("/users", json={"name": "after"})
+            assert after.status_code == 201, after.text
+            listed = client.get("/users")
+            assert listed.status_code == 200
+            assert [u["name"] for u in listed.json()] == ["after", "before"]
+            assert not endpoint.suspended  # woken by the request
+    finally:
+        server.terminate()
+        server.wait(15)
+    assert "Traceback" not in log.read_text()
