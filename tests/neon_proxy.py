@@ -286,25 +286,32 @@ class NeonProxy:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.server.close()
-        for name in list(self.endpoints):
-            self._call(self._suspend(name, terminate=False))
+        self._call(self._shutdown())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
         self.loop.close()
+
+    async def _shutdown(self) -> None:
+        """Stop listening and end every connection (each closes its sockets on the way out)."""
+        self.server.close()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def _call(self, coro):  # type: ignore[no-untyped-def]
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
 
     def suspend(self, endpoint: str) -> None:
-        """Scale the endpoint's compute to zero now, closing its connections Neon's way."""
+        """Scale the endpoint's compute to zero now; returns once its connections are closed."""
         self._call(self._suspend(endpoint))
 
-    async def _suspend(self, name: str, terminate: bool = True) -> None:
+    async def _suspend(self, name: str) -> None:
         endpoint = self.endpoints[name]
         endpoint.suspended = True
-        for session in list(endpoint.sessions):
-            if session.pooled or not terminate:
+        closing = list(endpoint.sessions)
+        for session in closing:
+            if session.pooled:
                 session.client.close()  # the pooler is gone: no message at all
                 session.compute.close()
             else:  # the compute shuts down: the backend sends FATAL 57P01 and hangs up
@@ -315,6 +322,10 @@ class NeonProxy:
                 while (await admin.message())[0] != b"Z":
                     pass
                 admin.close()
+        for _ in range(500):  # until the FATALs have been passed on and the clients hung up on
+            if not endpoint.sessions.intersection(closing):
+                break
+            await asyncio.sleep(0.01)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         client = Conn(reader, writer)
@@ -502,11 +513,11 @@ class NeonProxy:
             while data := await session.client.read():
                 if not armed and endpoint.suspend_after is not None:
                     armed = True
-                    if endpoint.suspend_after == 0:  # suspended before this query is answered
-                        await self._suspend(name)
+                    suspend = lambda: self.loop.create_task(self._suspend(name))
+                    if endpoint.suspend_after == 0:  # before this query is answered
+                        suspend()
                         continue
-                    self.loop.call_later(endpoint.suspend_after,
-                                         lambda: self.loop.create_task(self._suspend(name)))
+                    self.loop.call_later(endpoint.suspend_after, suspend)
                 await session.compute.send(data)
 
         async def downstream() -> None:
