@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ssl
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -29,19 +28,22 @@ def assert_clean(result) -> None:  # type: ignore[no-untyped-def]
     assert servers.APP_PASSWORD not in result.stdout + result.stderr
 
 
-@pytest.fixture
-def neon_pooler(neon: NeonProxy, pgbouncer: servers.PgBouncer,
-                local_pg: servers.PostgresServer) -> Iterator[NeonProxy]:
-    """The proxy, with -pooler endpoints going through PgBouncer (transaction mode), as Neon's."""
-    neon.pooler = Target("127.0.0.1", pgbouncer.port,
+def through_pgbouncer(neon: NeonProxy, request: pytest.FixtureRequest,
+                      local_pg: servers.PostgresServer) -> None:
+    """-pooler endpoints go through a real PgBouncer in transaction mode, as on Neon."""
+    bouncer: servers.PgBouncer = request.getfixturevalue("pgbouncer")
+    neon.pooler = Target("127.0.0.1", bouncer.port,
                          ssl.create_default_context(cafile=str(local_pg.ca_path)))
-    yield neon
 
 
 @pytest.mark.parametrize("host", [hostnames.POOLED, hostnames.DIRECT])
-def test_both_scripts_with_neons_console_string(neon_pooler: NeonProxy, pg: Postgres,
-                                                dbname: str, tmp_path: Path, host: str) -> None:
-    env = script_env(pg, neon_url(neon_pooler, dbname, host))
+def test_both_scripts_with_neons_console_string(neon: NeonProxy, pg: Postgres, dbname: str,
+                                                tmp_path: Path, host: str,
+                                                request: pytest.FixtureRequest,
+                                                local_pg: servers.PostgresServer) -> None:
+    if host == hostnames.POOLED:
+        through_pgbouncer(neon, request, local_pg)
+    env = script_env(pg, neon_url(neon, dbname, host))
     transactions = run_script("transactions.py", env=env, cwd=tmp_path)  # a fresh database
     assert_clean(transactions)
     assert "Rows saved by this run: 0 for 'Alice (run " in transactions.stdout
@@ -50,7 +52,7 @@ def test_both_scripts_with_neons_console_string(neon_pooler: NeonProxy, pg: Post
     first = run_script("main.py", env=env, cwd=tmp_path)
     assert_clean(first)
     pooled = "; pooled endpoint; statement cache off" if host == hostnames.POOLED else ""
-    assert (f"Connected to PostgreSQL at {host}:{neon_pooler.port}/{dbname} as quickstart "
+    assert (f"Connected to PostgreSQL at {host}:{neon.port}/{dbname} as quickstart "
             f"(TLS on, certificate verified{pooled})") in first.stdout
     assert "2 users in total; newest 2:" in first.stdout
 
@@ -60,7 +62,7 @@ def test_both_scripts_with_neons_console_string(neon_pooler: NeonProxy, pg: Post
     assert second.stdout.index("Ada Lovelace") < second.stdout.index("Neon User")
     names = [r["name"] for r in query(pg, dbname, "SELECT name FROM demo_users ORDER BY id")]
     assert names[1:] == ["Neon User", "Ada Lovelace"] and names[0].startswith("Bob (run ")
-    assert neon_pooler.endpoints[MAIN_ENDPOINT].attempts >= 3  # all of it through the proxy
+    assert neon.endpoints[MAIN_ENDPOINT].attempts >= 3  # all of it through the proxy
 
 
 # --- every Neon failure: one line, exit 1, nothing written; retried only when waiting helps --
@@ -184,12 +186,12 @@ def test_a_compute_that_fails_to_wake_twice_then_works(neon: NeonProxy, pg: Post
 def test_cold_start_is_a_slower_login_not_an_error(neon: NeonProxy, pg: Postgres, dbname: str,
                                                    tmp_path: Path) -> None:
     endpoint = neon.endpoints[MAIN_ENDPOINT]
-    endpoint.suspended, endpoint.wake_delay = True, 2.0
+    endpoint.suspended, endpoint.wake_delay = True, 1.0
     started = time.monotonic()
     result = run_script("main.py", env=script_env(pg, neon_url(neon, dbname)), cwd=tmp_path)
     assert_clean(result)
     assert result.stderr == "" and "1 users in total" in result.stdout  # no retry: it waited
-    assert time.monotonic() - started >= 2.0 and not endpoint.suspended
+    assert time.monotonic() - started >= 1.0 and not endpoint.suspended
 
 
 @pytest.mark.parametrize("host", [hostnames.POOLED, hostnames.DIRECT])
@@ -219,7 +221,7 @@ def test_the_app_keeps_serving_after_a_suspend(neon: NeonProxy, pg: Postgres, db
             assert client.post("/users", json={"name": "before"}).status_code == 201
             endpoint = neon.endpoints[MAIN_ENDPOINT]
             assert endpoint.sessions  # the pool's connection is open
-            endpoint.wake_delay = 1.0
+            endpoint.wake_delay = 0.5
             neon.suspend(MAIN_ENDPOINT)  # returns once the connections are closed
 
             after = client.post("/users", json={"name": "after"})
