@@ -33,7 +33,7 @@ class NeonFailure:
 
     words: str  # a regular expression for the start of the proxy's message
     wait: bool  # waiting can fix it: retried within the connect deadline
-    line: str  # {host} {endpoint} {user} {database} {message} {deadline} {attempts} {use_pooler}
+    line: str  # fills in host label endpoint user database message deadline attempts use_pooler
 
 
 CONSOLE = "Neon console"
@@ -50,8 +50,8 @@ NEON_FAILURES = (
                 "the host name from Neon's Connect dialog (ep-....neon.tech), or add "
                 "options=endpoint%3D<endpoint-id> to DATABASE_URL (the host's first part)"),
     NeonFailure(r"Inconsistent project name", False,
-                "{message}: the endpoint in options=endpoint%3D... must be the first part of the "
-                "host ({endpoint}); remove the option, the host name is enough"),
+                "{message}: the endpoint in options=endpoint%3D... must be the host's first part "
+                "({label}); remove the option, the host name is enough"),
     NeonFailure(r"Control plane request failed: endpoint is disabled", False,
                 "Neon endpoint {endpoint} is disabled ({message}): it accepts no connections "
                 "until it is enabled again; check its compute and your plan's limits in the "
@@ -86,7 +86,8 @@ def explain_neon(failure: NeonFailure, exc: BaseException, s: DatabaseSettings,
                  attempts: int = 1) -> str:
     """The line for a Neon proxy failure, with the proxy's own words where they help."""
     return failure.line.format(
-        host=s.host, endpoint=s.host.split(".")[0].removesuffix("-pooler"), user=s.user,
+        host=s.host, label=s.host.split(".")[0], user=s.user,
+        endpoint=s.host.split(".")[0].removesuffix("-pooler"),
         database=s.database, message=str(exc).splitlines()[0].rstrip("."),
         deadline=s.connect_deadline, attempts=attempts,
         use_pooler="" if s.pooled else "use the pooled (-pooler) connection string, ")

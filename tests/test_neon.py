@@ -101,6 +101,10 @@ FINAL = [  # (failure, URL changes, the line a user sees)
      ("Neon cannot tell which endpoint 127.0.0.1 means (Endpoint ID is not specified): use the "
       "host name from Neon's Connect dialog (ep-....neon.tech), or add "
       "options=endpoint%3D<endpoint-id> to DATABASE_URL (the host's first part)")),
+    (None, {"query": f"sslmode=require&options=endpoint%3D{EP}"},  # SNI says ep-...-pooler
+     (f"Inconsistent project name inferred from SNI ('{EP}-pooler') and project option ('{EP}')"
+      f": the endpoint in options=endpoint%3D... must be the host's first part ({EP}-pooler); "
+      "remove the option, the host name is enough")),
     (None, {"query": "sslmode=disable"},
       f"{P} requires TLS: remove sslmode=disable from DATABASE_URL"),
     ("DISABLED", {},
