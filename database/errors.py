@@ -85,9 +85,11 @@ def neon_failure(exc: BaseException) -> NeonFailure | None:
 def explain_neon(failure: NeonFailure, exc: BaseException, s: DatabaseSettings,
                  attempts: int = 1) -> str:
     """The line for a Neon proxy failure, with the proxy's own words where they help."""
+    label = s.host.split(".")[0]
+    named = re.search(r"(?:endpoint|project)=([\w-]+)", s.server_settings.get("options", ""))
     return failure.line.format(
-        host=s.host, label=s.host.split(".")[0], user=s.user,
-        endpoint=s.host.split(".")[0].removesuffix("-pooler"),
+        host=s.host, label=label, user=s.user,
+        endpoint=named.group(1) if named else label.removesuffix("-pooler"),
         database=s.database, message=str(exc).splitlines()[0].rstrip("."),
         deadline=s.connect_deadline, attempts=attempts,
         use_pooler="" if s.pooled else "use the pooled (-pooler) connection string, ")

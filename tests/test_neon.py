@@ -107,7 +107,7 @@ FINAL = [  # (failure, URL changes, the line a user sees)
       "remove the option, the host name is enough")),
     (None, {"query": "sslmode=disable"},
       f"{P} requires TLS: remove sslmode=disable from DATABASE_URL"),
-    ("DISABLED", {},
+    ("DISABLED", {"host": "127.0.0.1", "query": f"sslmode=require&options=endpoint%3D{EP}"},
      (f"Neon endpoint {EP} is disabled (Control plane request failed: endpoint is disabled): it "
       "accepts no connections until it is enabled again; check its compute and your plan's "
       "limits in the Neon console")),
