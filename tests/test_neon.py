@@ -140,15 +140,19 @@ RETRIED = [  # (failure, host, the line once the deadline (connect_timeout=1) ha
 
 
 @pytest.mark.parametrize(("failure", "change", "expected"), FINAL,
-                         ids=[f"{f or next(iter(c))}" for f, c, _ in FINAL])
+                         ids=["wrong-password", "unknown-endpoint", "unknown-database",
+                              "no-endpoint", "options-differ", "no-tls", "disabled", "not-found",
+                              "quota"])
 def test_final_failures_are_one_line_and_never_retried(
         neon: NeonProxy, pg: Postgres, dbname: str, tmp_path: Path, failure: str | None,
         change: dict[str, str], expected: str) -> None:
     endpoint = neon.endpoints[MAIN_ENDPOINT]
     endpoint.failure = getattr(neon_proxy, failure) if failure else None
-    url = neon_url(neon, change.pop("dbname", dbname), **change)
+    url = neon_url(neon, change.get("dbname", dbname),
+                   **{k: v for k, v in change.items() if k != "dbname"})
     result = run_script("main.py", env=script_env(pg, url), cwd=tmp_path)
     assert error_line(result) == expected
+    assert change.get("password", "s3cret") not in result.stdout + result.stderr
     assert " not ready (" not in result.stderr and endpoint.attempts <= 1  # not retried
     assert no_table(pg, dbname)
 
