@@ -206,7 +206,8 @@ def pgbouncer(local_pg: servers.PostgresServer) -> Iterator[servers.PgBouncer]:
 
 
 @pytest.fixture
-def neon(tls_pg: Postgres, local_pg: servers.PostgresServer, tmp_path: Path) -> Iterator[NeonProxy]:
+def neon(tls_pg: Postgres, local_pg: servers.PostgresServer,
+         tmp_path: Path) -> Iterator[NeonProxy]:
     """The Neon-faithful proxy (tests/neon_proxy.py) in front of the test server, reached by
     Neon-shaped host names (tests/hostnames.py); its endpoint ``hostnames.ENDPOINT`` is awake."""
     reason = hostnames.ensure()
@@ -215,7 +216,8 @@ def neon(tls_pg: Postgres, local_pg: servers.PostgresServer, tmp_path: Path) -> 
     assert local_pg.ca_path is not None
     cert, key = servers.issue_certificate(
         local_pg.ca_path, [f"*.{hostnames.DOMAIN}", "localhost", "127.0.0.1"], tmp_path, "neon")
-    proxy = NeonProxy(Target(local_pg.host, local_pg.port), {servers.APP_USER: servers.APP_PASSWORD},
+    proxy = NeonProxy(Target(local_pg.host, local_pg.port),
+                      {servers.APP_USER: servers.APP_PASSWORD},
                       (servers.SUPERUSER, servers.SUPER_PASSWORD), str(cert), str(key),
                       hostnames.DOMAIN)
     proxy.endpoints[hostnames.ENDPOINT] = Endpoint()

@@ -1,4 +1,4 @@
-"""A Neon-faithful proxy for the tests: Neon's proxy as a client meets it, in front of a test server.
+"""A Neon-faithful proxy for the tests: Neon's proxy as a client meets it, before a test server.
 
 Written from reading Neon's proxy (github.com/neondatabase/neon, ``proxy/src``); no code copied.
 Standard library only; it runs on its own event loop in a background thread (``with NeonProxy(...)
@@ -388,7 +388,8 @@ class NeonProxy:
         if packet is None:
             return
         fields = packet[8:].split(b"\0")
-        params = {k.decode(): v.decode() for k, v in zip(fields[::2], fields[1::2], strict=False) if k}
+        pairs = zip(fields[::2], fields[1::2], strict=False)
+        params = {k.decode(): v.decode() for k, v in pairs if k}
         user, options = params.get("user", ""), params.get("options", "")
         endpoint_id = self._endpoint_id(client.sni, options)
         hacked_password = None

@@ -98,7 +98,8 @@ def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
     ca.cert_pem.write_to_path(str(ca_path))
     ca.private_key_pem.write_to_path(str(directory / "ca.key"))
     (directory / "ca.key").chmod(0o600)
-    cert_path, key_path = issue_certificate(ca_path, ["localhost", "127.0.0.1"], directory, "server")
+    cert_path, key_path = issue_certificate(ca_path, ["localhost", "127.0.0.1"], directory,
+                                            "server")
     return ca_path, cert_path, key_path
 
 

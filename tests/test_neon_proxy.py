@@ -20,8 +20,8 @@ def context(proxy_ca: str, alpn: list[str] | None = None) -> ssl.SSLContext:
     return ctx
 
 
-async def connect(neon: NeonProxy, ca: str, host: str = hostnames.POOLED, database: str = "postgres",
-                  **kwargs: Any) -> asyncpg.Connection:
+async def connect(neon: NeonProxy, ca: str, host: str = hostnames.POOLED,
+                  database: str = "postgres", **kwargs: Any) -> asyncpg.Connection:
     options: dict[str, Any] = {"user": servers.APP_USER, "password": servers.APP_PASSWORD,
                                   "ssl": context(ca)}
     options.update(kwargs)
