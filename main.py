@@ -45,7 +45,8 @@ async def main(name: str) -> None:
             .limit(10)
             .values("id", "name", "created_at", "total")
         )
-        print(f"{newest[0]['total']} users in total; newest {len(newest)}:")
+        total = newest[0]["total"]
+        print(f"{total} {'user' if total == 1 else 'users'} in total; newest {len(newest)}:")
         for row in newest:
             print(f"  #{row['id']} {row['name']} (added {row['created_at']:%Y-%m-%d %H:%M:%S} UTC)")
 

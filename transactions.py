@@ -3,6 +3,7 @@
 Run it with `python transactions.py`. It works on a fresh database: it creates the table itself.
 """
 
+import argparse
 import uuid
 
 from tortoise.transactions import in_transaction
@@ -34,4 +35,6 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Roll back one transaction, commit another.")
+    parser.parse_args()  # only --help: nothing to choose
     database.run(main())

@@ -21,7 +21,7 @@ def test_main_twice_with_neon_console_url(pg: Postgres, dbname: str, db_url: str
     tls = "TLS on, certificate verified" if pg.tls else "TLS off"
     assert f"/{dbname} as " in first.stdout and tls in first.stdout
     assert "Inserted user #1: Neon User" in first.stdout
-    assert "1 users in total; newest 1:" in first.stdout
+    assert "1 user in total; newest 1:" in first.stdout
 
     second = run_script("main.py", "--name", "Ada Lovelace", env=env, cwd=tmp_path)
     assert_clean(second)
@@ -96,7 +96,7 @@ def test_sqlite_default_when_database_url_is_unset(tmp_path: Path) -> None:
     assert first.stdout.splitlines()[0].startswith(
         "DATABASE_URL is not set: using the local SQLite file quickstart.sqlite3.")
     assert ".env" in first.stdout.splitlines()[0]
-    assert "1 users in total" in first.stdout
+    assert "1 user in total" in first.stdout
     tx = run_script("transactions.py", env=env, cwd=tmp_path)
     assert_clean(tx)
     assert "Rows saved by this run: 0 for 'Alice" in tx.stdout and ", 1 for 'Bob" in tx.stdout
