@@ -34,18 +34,25 @@ def no_table(pg: Postgres, dbname: str) -> bool:
                  )[0][0] == 0
 
 
-@pytest.mark.parametrize(("url", "expected"), [
+@pytest.mark.parametrize(("url", "password", "expected"), [
     # malformed: the port is not a number
-    ("postgresql://alex:secret@ep-cool.neon.tech:5432x/neondb?sslmode=require",
+    ("postgresql://alex:secret@ep-cool.neon.tech:5432x/neondb?sslmode=require", "secret",
      ["malformed", "port"]),
     # unknown scheme
-    ("mysql://alex:secret@ep-cool.neon.tech/neondb", ["mysql://", "postgresql://"]),
+    ("mysql://alex:secret@ep-cool.neon.tech/neondb", "secret", ["mysql://", "postgresql://"]),
+    # a password typed with "@" and "#", not percent-encoded ("#" starts a URL's fragment)
+    ("postgresql://alex:p@ss#1@ep-cool.neon.tech/neondb", "p@ss#1",
+     ["percent-encode special characters in the password", "@ as %40", "# as %23"]),
+    # the psql command from Neon's Connect dialog, pasted whole
+    ("psql 'postgresql://alex:AbC123dEf@ep-cool.neon.tech/neondb?sslmode=require'", "AbC123dEf",
+     ["psql command", "paste only the URL"]),
 ])
-def test_bad_url_is_refused_before_connecting(tmp_path: Path, url: str,
+def test_bad_url_is_refused_before_connecting(tmp_path: Path, url: str, password: str,
                                               expected: list[str]) -> None:
     line = error_line(run_script("main.py", env=script_env(None, url), cwd=tmp_path),
-                      password="secret")
+                      password=password)
     assert all(word in line for word in expected), line
+    assert "ss#1" not in line and "@ss" not in line  # no piece of a password cut in two
     assert not list(tmp_path.iterdir())
 
 
