@@ -44,12 +44,17 @@ class DatabaseSettings:
     server_settings: dict[str, str] = field(default_factory=dict)
 
     @property
+    def address(self) -> str:
+        """Host and port, as ``host:port`` (an IPv6 address in brackets)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    @property
     def where(self) -> str:
         """Host, port and database: safe to print (no password)."""
         if self.engine == "sqlite":
             return f"SQLite file {self.database}"
-        host = f"[{self.host}]" if ":" in self.host else self.host  # IPv6
-        return f"{host}:{self.port}/{self.database}"
+        return f"{self.address}/{self.database}"
 
     @property
     def tls_description(self) -> str:
