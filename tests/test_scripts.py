@@ -89,6 +89,21 @@ def test_help(tmp_path: Path) -> None:
     assert result.returncode == 0 and "--name NAME" in result.stdout
 
 
+def test_transactions_help_writes_nothing(pg: Postgres, dbname: str, db_url: str,
+                                          tmp_path: Path) -> None:
+    env = script_env(pg, db_url)
+    result = run_script("transactions.py", "--help", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: transactions.py [-h]")
+    assert result.stderr == "" and "Connected" not in result.stdout
+    wrong = run_script("transactions.py", "--name", "x", env=env, cwd=tmp_path)
+    assert wrong.returncode == 2 and "unrecognized arguments: --name x" in wrong.stderr
+    assert "Traceback" not in wrong.stderr
+    assert query(pg, dbname, "SELECT count(*) FROM pg_tables WHERE tablename = 'demo_users'"
+                 )[0][0] == 0  # nothing written
+    assert not list(tmp_path.iterdir())
+
+
 def test_sqlite_default_when_database_url_is_unset(tmp_path: Path) -> None:
     env = script_env(None, None)
     first = run_script("main.py", env=env, cwd=tmp_path)
