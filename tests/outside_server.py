@@ -12,7 +12,6 @@ end. The tests that must stop or own the server (restarts, its log, PgBouncer in
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import os
 import subprocess
@@ -39,25 +38,28 @@ def pytest(args: list[str], env: dict[str, str]) -> int:
     return subprocess.run([sys.executable, "-m", "pytest", *args], env=env, check=False).returncode
 
 
-def main(args: list[str]) -> int:
+def start_server() -> servers.PostgresServer | None:
+    """A throwaway cluster (TLS, SCRAM) from the system's PostgreSQL, as the tests start one."""
     bindir = servers.system_bindir()
-    if bindir is None:
+    return servers.start_postgres(bindir, tls=True) if bindir else None
+
+
+def main(args: list[str]) -> int:
+    server = start_server()
+    if server is None:
         print("The outside-server run needs the system's PostgreSQL (with TLS): "
               "apt-get install postgresql", file=sys.stderr)
         return 1
-    server = servers.start_postgres(bindir, tls=True)
     try:
-        asyncio.run(servers.admin_execute(
-            server, f"CREATE DATABASE neondb OWNER {servers.APP_USER}"))  # as Neon has it
         by_name = dataclasses.replace(server, host="localhost")  # the certificate names it too
-        url = by_name.url("neondb")  # ?sslmode=require&channel_binding=require
+        url = by_name.url("postgres")  # ?sslmode=require&channel_binding=require
         env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "PGSSLROOTCERT")}
 
         started = time.monotonic()
         shown = url.replace(quote(servers.APP_PASSWORD, safe=""), "***")
         print(f"== TEST_DATABASE_URL={shown} with SSL_CERT_FILE={server.ca_path}", flush=True)
-        status = pytest([*NOT_AGAIN, *args], {**env, "TEST_DATABASE_URL": url,
-                               "SSL_CERT_FILE": str(server.ca_path)})
+        trusted = {**env, "TEST_DATABASE_URL": url, "SSL_CERT_FILE": str(server.ca_path)}
+        status = pytest([*NOT_AGAIN, *args], trusted)
 
         print("== The same server, trusted through sslrootcert= in TEST_DATABASE_URL", flush=True)
         env.pop("SSL_CERT_FILE", None)
