@@ -4,13 +4,13 @@ Run it with `python main.py` (or `python main.py --name Ada`). DATABASE_URL come
 the database package turns it into Tortoise's settings and handles what can go wrong.
 """
 
+
+import database  # isort: skip (first, so that Ctrl-C while the rest loads is one line)
 import argparse
 
 from tortoise import fields
 from tortoise.expressions import RawSQL
 from tortoise.models import Model
-
-import database
 
 
 class User(Model):
@@ -45,7 +45,8 @@ async def main(name: str) -> None:
             .limit(10)
             .values("id", "name", "created_at", "total")
         )
-        print(f"{newest[0]['total']} users in total; newest {len(newest)}:")
+        total = newest[0]["total"]
+        print(f"{total} {'user' if total == 1 else 'users'} in total; newest {len(newest)}:")
         for row in newest:
             print(f"  #{row['id']} {row['name']} (added {row['created_at']:%Y-%m-%d %H:%M:%S} UTC)")
 

@@ -3,11 +3,12 @@
 Run it with `python transactions.py`. It works on a fresh database: it creates the table itself.
 """
 
+import database  # isort: skip (first, so that Ctrl-C while the rest loads is one line)
+import argparse
 import uuid
 
 from tortoise.transactions import in_transaction
 
-import database
 from main import User
 
 
@@ -34,4 +35,6 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Roll back one transaction, commit another.")
+    parser.parse_args()  # only --help: nothing to choose
     database.run(main())

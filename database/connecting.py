@@ -22,6 +22,9 @@ from database.errors import (
 from database.settings import DatabaseSettings
 
 ATTEMPT_TIMEOUT = 10.0  # seconds for one attempt: a host that accepts and never answers
+# Seconds of "connection refused" before giving up. Neon's proxy always listens, so a refusal
+# means a wrong host or port, or a local server still starting (which listens within seconds).
+REFUSED_FOR = 5.0
 
 NOT_READY = (
     asyncpg.CannotConnectNowError,  # the server is starting up or shutting down
@@ -63,8 +66,10 @@ class RetryingConnect:
         s = self.settings
         deadline = time.monotonic() + s.connect_deadline
         delay, attempt = 0.25, 1
+        refused_since: float | None = None  # when the current run of refusals began
         while True:
-            remaining = deadline - time.monotonic()
+            started = time.monotonic()
+            remaining = deadline - started
             kwargs["timeout"] = max(0.1, min(ATTEMPT_TIMEOUT, remaining))
             try:
                 return await asyncpg.connect(*args, **kwargs)
@@ -72,14 +77,19 @@ class RetryingConnect:
                 if not is_not_ready(exc, s):
                     raise DatabaseError(explain_connect_error(exc, s)) from exc
                 reason = failure_reason(exc)
-                remaining = deadline - time.monotonic()
+                give_up, limit = deadline, s.connect_deadline
+                if reason == "connection refused":
+                    refused_since = started if refused_since is None else refused_since
+                    limit = min(REFUSED_FOR, s.connect_deadline)
+                    give_up = min(deadline, refused_since + limit)
+                else:
+                    refused_since = None
+                remaining = give_up - time.monotonic()
                 if remaining <= 0.05:
-                    raise DatabaseError(explain_gave_up(exc, s, attempt)) from exc
+                    raise DatabaseError(explain_gave_up(exc, s, attempt, limit)) from exc
+                if attempt == 1:  # one line, however long the wait
+                    print(f"Database at {s.address} not ready ({reason}); retrying for up to "
+                          f"{remaining:.0f} s", file=sys.stderr, flush=True)
                 wait = min(delay, 4.0, remaining) * random.uniform(0.5, 1.0)  # backoff, jitter
-                print(
-                    f"Database at {s.host} not ready ({reason}); retrying in {wait:.1f} s",
-                    file=sys.stderr,
-                    flush=True,
-                )
                 await asyncio.sleep(wait)
                 delay, attempt = delay * 2, attempt + 1

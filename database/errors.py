@@ -95,12 +95,13 @@ def explain_neon(failure: NeonFailure, exc: BaseException, s: DatabaseSettings,
         use_pooler="" if s.pooled else "use the pooled (-pooler) connection string, ")
 
 
-def explain_gave_up(exc: BaseException, s: DatabaseSettings, attempts: int) -> str:
-    """The line when the server was still not ready at the connect deadline."""
+def explain_gave_up(exc: BaseException, s: DatabaseSettings, attempts: int,
+                    within: float) -> str:
+    """The line when the server was still not ready after ``within`` seconds of waiting."""
     failure = neon_failure(exc)
     if failure is not None:
         return explain_neon(failure, exc, s, attempts)
-    return (f"Could not connect to {s.where} within {s.connect_deadline:g} s "
+    return (f"Could not connect to {s.where} within {within:g} s "
             f"({failure_reason(exc)}, {attempts} attempts): check that the host and port in "
             "DATABASE_URL are right and that the database is running")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Coroutine, Iterable
@@ -15,6 +16,7 @@ from database.config import MODELS, tortoise_config
 from database.errors import USER_FACING, explain_error
 from database.schema import create_schema
 from database.settings import DatabaseSettings, load_settings
+from database.startup import interrupted_line
 
 
 @asynccontextmanager
@@ -43,11 +45,15 @@ def run(main: Coroutine[Any, Any, None]) -> None:
     """
     try:
         asyncio.run(_cancel_on_signals(main))
+        sys.stdout.flush()  # output to a pipe is buffered: a closed one shows here
     except Interrupted as exc:
-        name = "Ctrl-C" if exc.signum == signal.SIGINT else "SIGTERM"
-        _exit(128 + exc.signum, f"Interrupted ({name}): stopped cleanly; nothing unfinished was saved.")
+        _exit(128 + exc.signum, interrupted_line(exc.signum))
     except KeyboardInterrupt:  # platforms without loop signal handlers (Windows)
-        _exit(130, "Interrupted (Ctrl-C): stopped cleanly; nothing unfinished was saved.")
+        _exit(130, interrupted_line(signal.SIGINT))
+    except BrokenPipeError:
+        # The output was closed (`python main.py | head -1`): asyncpg reports a lost database
+        # connection as its own error, so this is stdout (or stderr).
+        _output_closed()
     except USER_FACING as exc:
         _exit(1, f"Error: {explain_error(exc)}")
 
@@ -71,6 +77,23 @@ def _one_line_or_traceback(kind: type[BaseException], exc: BaseException, tb: An
 def _exit(code: int, line: str) -> None:
     print(line, file=sys.stderr, flush=True)
     raise SystemExit(code)
+
+
+SIGPIPE = 13
+
+
+def _output_closed() -> None:
+    """Stop without a word, as command-line tools do when their reader has gone.
+
+    What a committed statement wrote stays; an open transaction was rolled back on the way out.
+    The exit status is the one a shell shows for ``cat``, ``seq`` or ``git log`` in the same
+    place (stopped by SIGPIPE): 141, so ``set -o pipefail`` treats the script like them.
+    """
+    try:  # Python's last flush of stdout at exit must not fail again ("Exception ignored")
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    raise SystemExit(128 + SIGPIPE)
 
 
 async def _cancel_on_signals(main: Coroutine[Any, Any, None]) -> None:

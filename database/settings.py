@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from dotenv import load_dotenv
+from dotenv import find_dotenv, load_dotenv
 
 from database.errors import DatabaseError
 
@@ -18,6 +19,10 @@ LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 SSLMODES = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
 # libpq parameters that asyncpg has no use for: accepted and ignored, as libpq users expect.
 IGNORED_PARAMS = {"gssencmode", "target_session_attrs", "keepalives"}
+ENCODE_PASSWORD = ("percent-encode special characters in the password (@ as %40, # as %23, "
+                   "/ as %2F, ? as %3F)")
+PLACEHOLDER = re.compile(r"<[A-Za-z][\w -]*>")  # .env.example's <user>, <password>, <endpoint>
+SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
 
 
 @dataclass
@@ -39,12 +44,17 @@ class DatabaseSettings:
     server_settings: dict[str, str] = field(default_factory=dict)
 
     @property
+    def address(self) -> str:
+        """Host and port, as ``host:port`` (an IPv6 address in brackets)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    @property
     def where(self) -> str:
         """Host, port and database: safe to print (no password)."""
         if self.engine == "sqlite":
             return f"SQLite file {self.database}"
-        host = f"[{self.host}]" if ":" in self.host else self.host  # IPv6
-        return f"{host}:{self.port}/{self.database}"
+        return f"{self.address}/{self.database}"
 
     @property
     def tls_description(self) -> str:
@@ -66,9 +76,20 @@ class DatabaseSettings:
         return f"Connected to PostgreSQL at {self.where} as {self.user} ({'; '.join(notes)})"
 
 
-def load_database_url() -> str | None:
-    """DATABASE_URL from the environment, or from ``.env``; None when unset or empty."""
-    load_dotenv()
+def load_database_url(env_file: str | None = None) -> str | None:
+    """DATABASE_URL from the environment, or from ``.env``; None when unset or empty.
+
+    ``.env`` is python-dotenv's: beside the scripts or in a folder above them.
+    """
+    env_file = env_file or find_dotenv()
+    if env_file:
+        try:
+            load_dotenv(env_file, encoding="utf-8-sig")  # -sig: the byte order mark some editors add
+        except UnicodeDecodeError:
+            raise DatabaseError(f"{env_file} is not UTF-8 text: save it again as UTF-8") from None
+        except ValueError as exc:  # a NUL character, or a name with "=": no environment has those
+            raise DatabaseError(f"{env_file} has a line that cannot be an environment variable "
+                                f"({exc}): fix or remove that line") from None
     return os.environ.get("DATABASE_URL", "").strip() or None
 
 
@@ -85,12 +106,26 @@ def load_settings() -> DatabaseSettings:
 
 
 def parse_database_url(url: str) -> DatabaseSettings:
-    """Parse a DATABASE_URL, raising DatabaseError with a one-line fix for anything wrong."""
+    """Parse a DATABASE_URL, raising DatabaseError with a one-line fix for anything wrong.
+
+    The line never holds the password, nor a piece of it: a password with unencoded special
+    characters splits the URL in odd places, so what looks like a host may be part of it.
+    """
     url = url.strip().strip("'\"").strip()
-    if "<" in url or ">" in url:
+    if PLACEHOLDER.search(url):
         raise DatabaseError(
             "DATABASE_URL still holds the placeholder from .env.example: paste the connection "
             "string from Neon's Connect dialog into .env"
+        )
+    if re.match(r"psql\s", url, re.IGNORECASE):
+        raise DatabaseError(
+            "DATABASE_URL holds the psql command from Neon's Connect dialog: paste only the URL "
+            "inside the quotes (postgresql://...)"
+        )
+    if any(not char.isprintable() and char != " " for char in url):
+        raise DatabaseError(
+            "DATABASE_URL holds a line break, a tab or another invisible character: put the URL "
+            "on one line, as Neon's Connect dialog shows it"
         )
     scheme, sep, rest = url.partition("://")
     if not sep:
@@ -98,43 +133,62 @@ def parse_database_url(url: str) -> DatabaseSettings:
             "DATABASE_URL is not a URL: expected postgresql://USER:PASSWORD@HOST/DATABASE "
             "(copy it from Neon's Connect dialog)"
         )
+    if not SCHEME.fullmatch(scheme):
+        raise DatabaseError(
+            "DATABASE_URL has text before the URL: paste only the URL, from postgresql:// to its "
+            "end" if "postgres" in scheme.lower() else
+            "DATABASE_URL must start with postgresql:// (or sqlite:// for a local file)"
+        )
     scheme = scheme.lower()
     if scheme == "sqlite":
         return DatabaseSettings(engine="sqlite", database=rest or "db.sqlite3")
     if scheme not in ("postgres", "postgresql"):
         raise DatabaseError(
-            f"DATABASE_URL has the scheme '{scheme}://', which this project does not use: "
+            f"DATABASE_URL has the scheme '{_shown(scheme)}://', which this project does not use: "
             "it must start with postgresql:// (or sqlite:// for a local file)"
         )
+    # "#" starts a URL's fragment, and an "@" after the host's "/" or "?" means a password
+    # split by an unencoded "/" or "?": either way the password is cut in two.
+    after_host = re.search(r"[/?].*", rest)
+    if "#" in rest or (after_host and "@" in after_host.group()):
+        raise DatabaseError(f"DATABASE_URL is malformed: {ENCODE_PASSWORD}")
+    if "," in re.split(r"[/?]", rest, maxsplit=1)[0].rpartition("@")[2]:
+        raise DatabaseError("DATABASE_URL names several hosts: give one (this project connects "
+                            "to a single host, as Neon's connection string does)")
 
-    parts = urlsplit(url)
     try:
+        parts = urlsplit(url)
         port = parts.port or 5432
         host = parts.hostname or ""
     except ValueError:
         raise DatabaseError(
-            "DATABASE_URL is malformed: the port after the host must be a number, "
-            "and a password with special characters must be percent-encoded"
+            f"DATABASE_URL is malformed: the port after the host must be a number; {ENCODE_PASSWORD}"
         ) from None
     if not host:
         raise DatabaseError(
             "DATABASE_URL has no host: expected postgresql://USER:PASSWORD@HOST/DATABASE"
         )
-    database = unquote(parts.path.lstrip("/"))
-    if "@" in parts.path or "/" in database:  # an unencoded "/" in the password splits the URL
+    if not _is_host_name(host):
         raise DatabaseError(
-            "DATABASE_URL is malformed: percent-encode special characters in the password "
-            "(/ as %2F, @ as %40), as Neon's Connect dialog does"
+            f"DATABASE_URL has an invalid host name ({_shown(host)}): copy the host again from "
+            "Neon's Connect dialog"
         )
+    database = unquote(parts.path.lstrip("/"))
+    user = unquote(parts.username) if parts.username else None
+    if "/" in database:
+        raise DatabaseError(f"DATABASE_URL is malformed: {ENCODE_PASSWORD}")
     if not database:
         raise DatabaseError(
-            f"DATABASE_URL names no database: add it after the host ({host}/neondb)"
+            f"DATABASE_URL names no database: add it after the host ({_shown(host)}/neondb)"
         )
+    if not (database + (user or "")).isprintable():
+        raise DatabaseError("DATABASE_URL has a control character (%00 to %1F) in the user or "
+                            "database name: copy the connection string again")
     settings = DatabaseSettings(
         engine="postgres",
         host=host,
         port=port,
-        user=unquote(parts.username) if parts.username else None,
+        user=user,
         password=unquote(parts.password) if parts.password else None,
         database=database,
         pooled=host.split(".")[0].endswith("-pooler"),
@@ -150,28 +204,34 @@ def _apply_query(settings: DatabaseSettings, params: dict[str, str]) -> None:
     if sslmode is None and ssl_flag is not None:
         if ssl_flag.lower() not in ("true", "1", "yes", "on", "require"):
             raise DatabaseError(
-                f"DATABASE_URL has ssl={ssl_flag}: to turn TLS off on purpose, use sslmode=disable"
+                f"DATABASE_URL has ssl={_shown(ssl_flag)}: to turn TLS off on purpose, use sslmode=disable"
             )
         sslmode = "require"
     if sslmode is None:  # nothing said: verify remote hosts, be libpq-like on this machine
         sslmode = "prefer" if settings.host in LOCAL_HOSTS else "verify-full"
     if sslmode not in SSLMODES:
         raise DatabaseError(
-            f"DATABASE_URL has sslmode={sslmode}: use one of {', '.join(sorted(SSLMODES))}"
+            f"DATABASE_URL has sslmode={_shown(sslmode)}: use one of {', '.join(sorted(SSLMODES))}"
         )
     # require and verify-ca are verified in full: see docs/connecting.md ("TLS") for why.
     settings.sslmode = "verify-full" if sslmode in ("require", "verify-ca") else sslmode
 
     rootcert = params.pop("sslrootcert", None)
     if rootcert and rootcert != "system":
-        if not Path(rootcert).expanduser().is_file():
-            raise DatabaseError(f"DATABASE_URL has sslrootcert={rootcert}, but no such file exists")
-        settings.sslrootcert = str(Path(rootcert).expanduser())
+        try:
+            path = Path(rootcert).expanduser()
+            found = path.is_file()
+        except (OSError, ValueError, RuntimeError):  # too long, a NUL, ~user unknown
+            found = False
+        if not found:
+            raise DatabaseError(
+                f"DATABASE_URL has sslrootcert={_shown(rootcert)}, but no such file exists")
+        settings.sslrootcert = str(path)
 
     negotiation = params.pop("sslnegotiation", "postgres")
     if negotiation not in ("postgres", "direct"):
         raise DatabaseError(
-            f"DATABASE_URL has sslnegotiation={negotiation}: use postgres or direct"
+            f"DATABASE_URL has sslnegotiation={_shown(negotiation)}: use postgres or direct"
         )
     if negotiation == "direct" and settings.sslmode != "verify-full":
         raise DatabaseError(f"DATABASE_URL has sslnegotiation=direct with sslmode={sslmode}: "
@@ -197,13 +257,28 @@ def _apply_query(settings: DatabaseSettings, params: dict[str, str]) -> None:
     unknown = sorted(set(params) - IGNORED_PARAMS)
     if unknown:
         raise DatabaseError(
-            f"DATABASE_URL has the unknown parameter {unknown[0]}=...: remove it "
+            f"DATABASE_URL has the unknown parameter {_shown(unknown[0])}=...: remove it "
             "(supported: sslmode, sslrootcert, sslnegotiation, channel_binding, options, "
             "application_name, connect_timeout, statement_cache_size)"
         )
 
 
 def _number(value: str, name: str) -> int:
-    if not value.isdigit():
-        raise DatabaseError(f"DATABASE_URL has {name}={value}: it must be a whole number")
+    if not (value.isascii() and value.isdigit() and len(value) <= 9):
+        raise DatabaseError(f"DATABASE_URL has {name}={_shown(value)}: it must be a whole number")
     return int(value)
+
+
+def _shown(value: str, limit: int = 40) -> str:
+    """A value from the URL as a line may show it: printable and short."""
+    value = "".join(char if char.isprintable() else "?" for char in value)
+    return value if len(value) <= limit else value[: limit - 3] + "..."
+
+
+def _is_host_name(host: str) -> bool:
+    """True for a name or address the resolver can be asked about (asyncpg encodes it: IDNA)."""
+    try:
+        host.encode("idna")
+    except UnicodeError:  # an empty label ("a..b"), a label over 63 characters, ...
+        return False
+    return True

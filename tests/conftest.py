@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -42,13 +42,17 @@ class Postgres:
     def tls(self) -> bool:
         return self.server.tls if self.server else True
 
-    def url(self, name: str, **kwargs: object) -> str:
-        """A URL for database ``name`` in Neon's console form."""
+    def url(self, name: str, *, host: str | None = None, port: int | None = None,
+            password: str | None = None, **params: str) -> str:
+        """A URL for database ``name`` in Neon's console form: the local server's, or
+        TEST_DATABASE_URL's; optionally with another host, port or password, or more
+        parameters (``connect_timeout="3"``)."""
         if self.server:
-            return self.server.url(name, **kwargs)  # type: ignore[arg-type]
-        assert self.remote_url is not None
-        parts = urlsplit(self.remote_url)
-        return urlunsplit(parts._replace(path=f"/{name}"))
+            url = self.server.url(name)
+        else:
+            assert self.remote_url is not None
+            url = urlunsplit(urlsplit(self.remote_url)._replace(path=f"/{name}"))
+        return edit_url(url, host=host, port=port, password=password, **params)
 
     async def admin(self, name: str | None = None) -> asyncpg.Connection:
         """A connection with the rights to create databases."""
@@ -61,6 +65,24 @@ class Postgres:
         return await asyncpg.connect(host=s.host, port=s.port, user=s.user, password=s.password,
                                      database=s.database, ssl=database.ssl_option(s),
                                      server_settings=s.server_settings)
+
+
+def edit_url(url: str, *, host: str | None = None, port: int | None = None,
+             password: str | None = None, **params: str) -> str:
+    """``url`` with another host, port or password, or more query parameters."""
+    parts = urlsplit(url)
+    userinfo, _, address = parts.netloc.rpartition("@")
+    if password is not None:
+        userinfo = f"{userinfo.partition(':')[0]}:{quote(password, safe='')}"
+    if host is not None or port is not None:
+        name = host or parts.hostname or ""
+        address = f"[{name}]" if ":" in name else name
+        address += f":{port or parts.port or 5432}"
+    query = parts.query
+    if params:
+        query = urlencode({**dict(parse_qsl(query)), **params})
+    netloc = f"{userinfo}@{address}" if userinfo else address
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def run(coro):  # type: ignore[no-untyped-def]
@@ -169,7 +191,9 @@ def execute(pg: Postgres, name: str, sql: str) -> None:
 
 
 def script_env(pg: Postgres | None, url: str | None, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "SSL_CERT_FILE")}
+    """The environment a script runs in: the user's (SSL_CERT_FILE included: it may be what
+    trusts TEST_DATABASE_URL's server), DATABASE_URL set, and the local test CA if any."""
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     env["DATABASE_URL"] = url or ""  # set, even if empty, so that a developer's .env is not read
     env["PYTHONUNBUFFERED"] = "1"
     if pg is not None:

@@ -173,9 +173,9 @@ def startup_failure(env: dict[str, str], tmp_path: Path) -> list[str]:
     return [line for line in output.splitlines() if line.startswith("ERROR:")]
 
 
-def test_startup_with_a_wrong_password_is_one_line(pg: Postgres, local_pg: servers.PostgresServer,
-                                                   dbname: str, tmp_path: Path) -> None:
-    env = script_env(pg, local_pg.url(dbname, password="Wrong-Password-42"))
+def test_startup_with_a_wrong_password_is_one_line(pg: Postgres, dbname: str,
+                                                   tmp_path: Path) -> None:
+    env = script_env(pg, pg.url(dbname, password="Wrong-Password-42"))
     errors = startup_failure(env, tmp_path)
     assert len(errors) == 2, errors  # the line, then uvicorn's "Application startup failed"
     assert errors[0].startswith("ERROR:    Error: Password authentication failed for user")

@@ -21,7 +21,7 @@ def test_main_twice_with_neon_console_url(pg: Postgres, dbname: str, db_url: str
     tls = "TLS on, certificate verified" if pg.tls else "TLS off"
     assert f"/{dbname} as " in first.stdout and tls in first.stdout
     assert "Inserted user #1: Neon User" in first.stdout
-    assert "1 users in total; newest 1:" in first.stdout
+    assert "1 user in total; newest 1:" in first.stdout
 
     second = run_script("main.py", "--name", "Ada Lovelace", env=env, cwd=tmp_path)
     assert_clean(second)
@@ -89,6 +89,21 @@ def test_help(tmp_path: Path) -> None:
     assert result.returncode == 0 and "--name NAME" in result.stdout
 
 
+def test_transactions_help_writes_nothing(pg: Postgres, dbname: str, db_url: str,
+                                          tmp_path: Path) -> None:
+    env = script_env(pg, db_url)
+    result = run_script("transactions.py", "--help", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: transactions.py [-h]")
+    assert result.stderr == "" and "Connected" not in result.stdout
+    wrong = run_script("transactions.py", "--name", "x", env=env, cwd=tmp_path)
+    assert wrong.returncode == 2 and "unrecognized arguments: --name x" in wrong.stderr
+    assert "Traceback" not in wrong.stderr
+    assert query(pg, dbname, "SELECT count(*) FROM pg_tables WHERE tablename = 'demo_users'"
+                 )[0][0] == 0  # nothing written
+    assert not list(tmp_path.iterdir())
+
+
 def test_sqlite_default_when_database_url_is_unset(tmp_path: Path) -> None:
     env = script_env(None, None)
     first = run_script("main.py", env=env, cwd=tmp_path)
@@ -96,7 +111,7 @@ def test_sqlite_default_when_database_url_is_unset(tmp_path: Path) -> None:
     assert first.stdout.splitlines()[0].startswith(
         "DATABASE_URL is not set: using the local SQLite file quickstart.sqlite3.")
     assert ".env" in first.stdout.splitlines()[0]
-    assert "1 users in total" in first.stdout
+    assert "1 user in total" in first.stdout
     tx = run_script("transactions.py", env=env, cwd=tmp_path)
     assert_clean(tx)
     assert "Rows saved by this run: 0 for 'Alice" in tx.stdout and ", 1 for 'Bob" in tx.stdout

@@ -1,0 +1,76 @@
+"""The suite against a PostgreSQL it did not start, as TEST_DATABASE_URL users run it.
+
+    python -m tests.outside_server [pytest arguments]
+
+CI's proof (``.ci/outside-server``) that the suite passes against someone else's server (a Neon
+branch, a company server): it starts a throwaway cluster of its own, with TLS from a throwaway CA
+and SCRAM, and runs ``python -m pytest`` with TEST_DATABASE_URL naming it by host name
+(``localhost``) and the CA trusted the way a private CA is, through SSL_CERT_FILE. Then a few
+tests again with the trust in the URL instead (``sslrootcert=``). The cluster is stopped at the
+end. The tests that must stop or own the server (restarts, its log, PgBouncer in front) skip.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import time
+from urllib.parse import quote
+
+from tests import servers
+
+# With the trust in the URL: the scripts, the FastAPI app, a connect error.
+SSLROOTCERT_TESTS = [
+    "tests/test_scripts.py::test_main_twice_with_neon_console_url",
+    "tests/test_scripts.py::test_transactions_on_a_fresh_database",
+    "tests/test_fastapi_app.py::test_create_and_list_users_newest_first",
+    "tests/test_errors.py::test_wrong_password",
+]
+
+
+# 30 s against a silent socket of its own, never the database server: the normal run has it.
+NOT_AGAIN = ["--deselect", "tests/test_errors.py::test_host_that_never_answers_times_out"]
+
+
+def pytest(args: list[str], env: dict[str, str]) -> int:
+    return subprocess.run([sys.executable, "-m", "pytest", *args], env=env, check=False).returncode
+
+
+def start_server() -> servers.PostgresServer | None:
+    """A throwaway cluster (TLS, SCRAM) from the system's PostgreSQL, as the tests start one."""
+    bindir = servers.system_bindir()
+    return servers.start_postgres(bindir, tls=True) if bindir else None
+
+
+def main(args: list[str]) -> int:
+    server = start_server()
+    if server is None:
+        print("The outside-server run needs the system's PostgreSQL (with TLS): "
+              "apt-get install postgresql", file=sys.stderr)
+        return 1
+    try:
+        by_name = dataclasses.replace(server, host="localhost")  # the certificate names it too
+        url = by_name.url("postgres")  # ?sslmode=require&channel_binding=require
+        env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "PGSSLROOTCERT")}
+
+        started = time.monotonic()
+        shown = url.replace(quote(servers.APP_PASSWORD, safe=""), "***")
+        print(f"== TEST_DATABASE_URL={shown} with SSL_CERT_FILE={server.ca_path}", flush=True)
+        trusted = {**env, "TEST_DATABASE_URL": url, "SSL_CERT_FILE": str(server.ca_path)}
+        status = pytest([*NOT_AGAIN, *args], trusted)
+
+        print("== The same server, trusted through sslrootcert= in TEST_DATABASE_URL", flush=True)
+        env.pop("SSL_CERT_FILE", None)
+        status |= pytest(["-q", *SSLROOTCERT_TESTS, *args],
+                         {**env, "TEST_DATABASE_URL": f"{url}&sslrootcert={server.ca_path}"})
+        print(f"== Outside-server runs: {'passed' if status == 0 else 'FAILED'} in "
+              f"{time.monotonic() - started:.0f} s", flush=True)
+        return status
+    finally:
+        servers.remove(server)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
