@@ -4,7 +4,6 @@ Run it with `python main.py` (or `python main.py --name Ada`). DATABASE_URL come
 the database package turns it into Tortoise's settings and handles what can go wrong.
 """
 
-
 import database  # isort: skip (first, so that Ctrl-C while the rest loads is one line)
 import argparse
 

@@ -12,6 +12,7 @@ keeps its own Ctrl-C.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from typing import TYPE_CHECKING
@@ -30,10 +31,14 @@ def _stop(signum: int, frame: FrameType | None) -> None:
     running_loop = getattr(sys.modules.get("asyncio.events"), "_get_running_loop", None)
     if running_loop is not None and running_loop() is not None:
         raise KeyboardInterrupt  # an event loop the script runs itself: Python's usual Ctrl-C
+    # Nothing is open yet (no connection, no transaction), so exit at once: an exception
+    # raised here could land inside any module being imported, which may turn it into another
+    # error with a traceback (a class body's __set_name__ wraps it in RuntimeError, say).
     try:
-        print(interrupted_line(signum), file=sys.stderr, flush=True)
+        sys.stdout.flush()
     finally:
-        raise SystemExit(128 + signum)
+        print(interrupted_line(signum), file=sys.stderr, flush=True)
+        os._exit(128 + signum)
 
 
 def _imported_by_the_program() -> bool:
