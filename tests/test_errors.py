@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests import servers
-from tests.conftest import Postgres, query, run_script, script_env
+from tests.conftest import Postgres, query, run_script, script_env, unreached_url
 
 PASSWORD = servers.APP_PASSWORD
 
@@ -71,10 +71,10 @@ def test_unknown_database(pg: Postgres, tmp_path: Path) -> None:
     assert "Database no_such_database_here does not exist" in line
 
 
-def test_unknown_host(pg: Postgres, tmp_path: Path) -> None:
-    url = pg.url("neondb", host="ep-typo-in-host.invalid")
+def test_unknown_host(tmp_path: Path) -> None:
+    url = unreached_url("neondb", host="ep-typo-in-host.invalid")
     started = time.monotonic()
-    line = error_line(run_script("main.py", env=script_env(pg, url), cwd=tmp_path))
+    line = error_line(run_script("main.py", env=script_env(None, url), cwd=tmp_path))
     assert "Cannot find the host ep-typo-in-host.invalid" in line
     assert time.monotonic() - started < 15  # not retried
 
@@ -83,13 +83,12 @@ def test_unknown_host(pg: Postgres, tmp_path: Path) -> None:
     ("localhost", "", 5),  # localhost: maybe two addresses, both refused
     ("127.0.0.1", "&connect_timeout=3", 3),  # a shorter deadline wins
 ])
-def test_nothing_listening(pg: Postgres, tmp_path: Path, host: str, query: str,
-                           limit: int) -> None:
+def test_nothing_listening(tmp_path: Path, host: str, query: str, limit: int) -> None:
     """A wrong port: refused at once. Neon's proxy always listens, so refusals are given up
     after 5 s (a local server still starting listens within that), not the 30 s deadline."""
-    url = pg.url("neondb", host=host, port=servers.free_port()) + query
+    url = unreached_url("neondb", host=host, port=servers.free_port()) + query
     started = time.monotonic()
-    result = run_script("main.py", env=script_env(pg, url), cwd=tmp_path)
+    result = run_script("main.py", env=script_env(None, url), cwd=tmp_path)
     elapsed = time.monotonic() - started
     line = error_line(result)
     assert f"within {limit} s (connection refused" in line
@@ -112,15 +111,25 @@ def test_tls_verification_failure(tls_pg: Postgres, local_pg: servers.PostgresSe
     assert no_table(tls_pg, dbname)
 
 
-def test_direct_tls_where_the_server_has_none(tls_pg: Postgres, local_pg: servers.PostgresServer,
-                                              dbname: str, tmp_path: Path) -> None:
-    if int(local_pg.version) >= 17:
-        pytest.skip("this server supports direct TLS (PostgreSQL 17+)")
-    url = local_pg.url(dbname, query="sslmode=require&sslnegotiation=direct")
+def test_direct_tls(tls_pg: Postgres, local_pg: servers.PostgresServer, dbname: str,
+                    tmp_path: Path) -> None:
+    """sslnegotiation=direct: works on PostgreSQL 17+ (ALPN "postgresql" sent, as it requires);
+    before 17 the server hangs up on the TLS hello, and that is one line at once, not retried."""
+    url = local_pg.url(dbname, direct=True)
+    env = script_env(tls_pg, url)
+    if local_pg.direct_tls:
+        for script in ("main.py", "transactions.py"):
+            result = run_script(script, env=env, cwd=tmp_path)
+            assert result.returncode == 0 and not result.stderr, result.stderr
+        assert "without ALPN" not in local_pg.log()
+        assert query(tls_pg, dbname, "SELECT count(*) FROM demo_users")[0][0] == 2
+        return
     started = time.monotonic()
-    line = error_line(run_script("main.py", env=script_env(tls_pg, url), cwd=tmp_path))
+    line = error_line(run_script("main.py", env=env, cwd=tmp_path))
+    assert line.startswith("Error: Direct TLS failed at 127.0.0.1")
     assert "remove sslnegotiation=direct" in line
     assert time.monotonic() - started < 15  # not retried
+    assert no_table(tls_pg, dbname)
 
 
 @pytest.fixture
@@ -150,12 +159,11 @@ def silent_server() -> Iterator[int]:
     listener.close()
 
 
-def test_host_that_never_answers_times_out(pg: Postgres, silent_server: int,
-                                           tmp_path: Path) -> None:
-    # default deadlines: 10 s a try, 30 s total
-    url = pg.url("neondb", host="127.0.0.1", port=silent_server)
+def test_host_that_never_answers_times_out(silent_server: int, tmp_path: Path) -> None:
+    # the default deadlines: 10 s a try, 30 s in all
+    url = unreached_url("neondb", host="127.0.0.1", port=silent_server)
     started = time.monotonic()
-    result = run_script("main.py", env=script_env(pg, url), cwd=tmp_path)
+    result = run_script("main.py", env=script_env(None, url), cwd=tmp_path)
     elapsed = time.monotonic() - started
     line = error_line(result)
     assert "within 30 s (timed out" in line

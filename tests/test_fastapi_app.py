@@ -15,7 +15,7 @@ from tortoise import Tortoise
 
 import database
 from tests import servers
-from tests.conftest import ROOT, Postgres, query, run, script_env
+from tests.conftest import ROOT, Postgres, execute, query, run, script_env
 from tests.servers import free_port
 
 NAME_RULE = "the name must be 1 to 50 characters"
@@ -125,18 +125,11 @@ def test_list_is_bounded(api: httpx.Client) -> None:
 
 def test_health_touches_the_database(api: httpx.Client, pg: Postgres, dbname: str) -> None:
     assert api.get("/health").json() == {"status": "ok"}
-    run(drop_database(pg, dbname))  # the app's connections are terminated, and cannot reconnect
+    # the app's connections are terminated, and cannot reconnect
+    execute(pg, None, f'DROP DATABASE "{dbname}" WITH (FORCE)')
     response = api.get("/health")
     assert response.status_code == 503
     assert f"Database {dbname} does not exist" in response.json()["detail"]
-
-
-async def drop_database(pg: Postgres, dbname: str) -> None:
-    conn = await pg.admin()
-    try:
-        await conn.execute(f'DROP DATABASE "{dbname}" WITH (FORCE)')
-    finally:
-        await conn.close()
 
 
 def test_app_reconnects_after_the_server_restarts(api: httpx.Client, pg: Postgres,

@@ -55,8 +55,7 @@ class Observed:
 def run_counted(script: str, pg: Postgres, server: servers.PostgresServer, dbname: str,
                 cwd: Path) -> Observed:
     """Run ``script`` through the counting proxy; what the wire and the server log saw."""
-    asyncio.run(servers.admin_execute(
-        server, f"ALTER DATABASE \"{dbname}\" SET log_statement = 'all'"))
+    servers.admin_execute(server, f"ALTER DATABASE \"{dbname}\" SET log_statement = 'all'")
     offset = pglog.log_size(server.logfile)
     with ProxyThread(server.host, server.port, delay_ms=DELAY_MS) as proxy:
         result = run_script(script, env=script_env(pg, server.url(dbname, port=proxy.port)),
