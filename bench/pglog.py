@@ -43,7 +43,7 @@ class Session:
     def problems(self) -> list[str]:
         return [f"{lvl}: {m}" for lvl, m in self.entries
                 if not (lvl == "LOG" and m.startswith(NORMAL))
-                and not (lvl == "DETAIL" and m.startswith("parameters:"))]
+                and not (lvl == "DETAIL" and m.lower().startswith("parameters:"))]  # 17+: P
 
 
 def parse(text: str) -> dict[int, Session]:

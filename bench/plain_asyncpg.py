@@ -31,11 +31,12 @@ async def main(url: str, name: str) -> None:
     parts = urlsplit(url)
     params = dict(parse_qsl(parts.query))
     # verify the chain and the host name (SSL_CERT_FILE names the CA, as for main.py)
-    tls = False if params.get("sslmode") == "disable" else ssl.create_default_context()
+    tls = ssl.create_default_context()
     direct = params.get("sslnegotiation") == "direct"
-    if tls and direct:
+    if direct:
         tls.set_alpn_protocols(["postgresql"])  # PostgreSQL 17+ requires it for direct TLS
-    conn = await asyncpg.connect(urlunsplit(parts._replace(query="")), ssl=tls, direct_tls=direct)
+    conn = await asyncpg.connect(urlunsplit(parts._replace(query="")), direct_tls=direct,
+                                 ssl=False if params.get("sslmode") == "disable" else tls)
     try:
         await conn.execute(CREATE)
         user = await conn.fetchrow(INSERT, name)

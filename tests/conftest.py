@@ -46,7 +46,7 @@ def _server_params() -> list[object]:
         return [pytest.param(None, id="remote")]
     if not BUILDS:
         return [pytest.param(None, id="no-postgres")]
-    params = [pytest.param(build, id=build.id) for build in BUILDS]
+    params: list[object] = [pytest.param(build, id=build.id) for build in BUILDS]
     if os.environ.get("CI"):  # CI tests both kinds of server: one missing fails its tests
         params += [pytest.param(why, id=test_id) for test_id, why in ABSENT]
     return params

