@@ -36,8 +36,21 @@ NOT_READY = (
 )
 
 
+def is_direct_tls_failure(exc: BaseException, s: DatabaseSettings) -> bool:
+    """A direct TLS handshake the server broke off or refused, before TLS was up: a server
+    without direct TLS (before PostgreSQL 17) hangs up on the TLS hello. Waiting will not fix it.
+
+    (asyncpg raises these from the handshake itself; a connection lost once TLS is up is
+    ConnectionDoesNotExistError. A certificate that does not verify has its own line.)
+    """
+    return s.direct_tls and isinstance(exc, (ssl.SSLError, ConnectionError)) and not isinstance(
+        exc, (ssl.SSLCertVerificationError, ConnectionRefusedError))
+
+
 def is_not_ready(exc: BaseException, s: DatabaseSettings) -> bool:
     """True for connect errors that mean "not ready yet": worth waiting for."""
+    if is_direct_tls_failure(exc, s):
+        return False
     if isinstance(exc, NOT_READY):
         return True
     neon = neon_failure(exc)  # Neon's proxy: a compute that did not wake, its rate limits
@@ -45,11 +58,8 @@ def is_not_ready(exc: BaseException, s: DatabaseSettings) -> bool:
         return neon.wait
     if isinstance(exc, (socket.gaierror, ssl.SSLError)) or not isinstance(exc, OSError):
         return False  # unknown host, TLS failure, wrong password, unknown database, ...
-    if "rejected SSL upgrade" in str(exc):
-        return False  # a server without TLS: waiting will not give it TLS
-    # Refused, reset, unreachable: a compute waking up, a server restarting. But a server
-    # without direct TLS hangs up on the TLS hello: that one is final.
-    return not (s.direct_tls and isinstance(exc, ConnectionResetError))
+    # a server without TLS: waiting will not give it TLS
+    return "rejected SSL upgrade" not in str(exc)  # refused, reset: waking up, restarting
 
 
 class RetryingConnect:
@@ -71,9 +81,13 @@ class RetryingConnect:
             started = time.monotonic()
             remaining = deadline - started
             kwargs["timeout"] = max(0.1, min(ATTEMPT_TIMEOUT, remaining))
+            kwargs["direct_tls"] = s.direct_tls
             try:
                 return await asyncpg.connect(*args, **kwargs)
             except Exception as exc:
+                if s.direct_tls_fallback and is_direct_tls_failure(exc, s):
+                    self.fall_back(exc)
+                    continue
                 if not is_not_ready(exc, s):
                     raise DatabaseError(explain_connect_error(exc, s)) from exc
                 reason = failure_reason(exc)
@@ -93,3 +107,12 @@ class RetryingConnect:
                 wait = min(delay, 4.0, remaining) * random.uniform(0.5, 1.0)  # backoff, jitter
                 await asyncio.sleep(wait)
                 delay, attempt = delay * 2, attempt + 1
+
+    def fall_back(self, exc: BaseException) -> None:
+        """Direct TLS, chosen by default for a Neon host, failed: use the standard negotiation
+        from now on (for this connection and the pool's later ones), and say so."""
+        s = self.settings
+        s.direct_tls = s.direct_tls_fallback = False
+        print(f"Direct TLS failed at {s.host} ({failure_reason(exc)}): using the standard TLS "
+              "negotiation instead (add sslnegotiation=postgres to DATABASE_URL to skip the "
+              "attempt)", file=sys.stderr, flush=True)

@@ -114,8 +114,12 @@ def failure_reason(exc: BaseException) -> str:
         return str(exc).splitlines()[0]
     if isinstance(exc, OSError) and ("Errno 111" in str(exc) or "Connect call failed" in str(exc)):
         return "connection refused"  # also asyncio's "Multiple exceptions" for several addresses
+    if isinstance(exc, ssl.SSLError) and exc.reason:  # WRONG_VERSION_NUMBER: wrong version number
+        return exc.reason.lower().replace("_", " ")
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror.lower()
+    if isinstance(exc, ConnectionResetError):  # asyncio's, during a TLS handshake
+        return "connection reset"
     return type(exc).__name__
 
 
@@ -153,7 +157,8 @@ def explain_connect_error(exc: BaseException, s: DatabaseSettings) -> str:
     if s.direct_tls and isinstance(exc, (ssl.SSLError, ConnectionError)):
         return (
             f"Direct TLS failed at {s.host} ({failure_reason(exc)}): the server may not "
-            "support it (PostgreSQL 17+); remove sslnegotiation=direct from DATABASE_URL"
+            "support it (PostgreSQL 17+ and Neon do); remove sslnegotiation=direct from "
+            "DATABASE_URL"
         )
     if isinstance(exc, ssl.SSLError):
         return f"TLS failed at {s.host} ({exc.reason or exc}): check sslmode in DATABASE_URL"

@@ -16,6 +16,7 @@ SQLITE_FILE = "quickstart.sqlite3"  # where the demo runs when DATABASE_URL is u
 CONNECT_DEADLINE = 30.0  # seconds for all connect attempts together (URL: connect_timeout=)
 
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
+NEON_DOMAIN = "neon.tech"  # its proxy takes direct TLS: the default there (docs/connecting.md)
 SSLMODES = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
 # libpq parameters that asyncpg has no use for: accepted and ignored, as libpq users expect.
 IGNORED_PARAMS = {"gssencmode", "target_session_attrs", "keepalives"}
@@ -38,6 +39,7 @@ class DatabaseSettings:
     sslmode: str = "verify-full"  # what we do, in libpq's words
     sslrootcert: str | None = None
     direct_tls: bool = False
+    direct_tls_fallback: bool = False  # direct by default (a Neon host): may fall back, once
     pooled: bool = False  # a Neon "-pooler" host: PgBouncer in transaction mode
     statement_cache_size: int | None = None
     connect_deadline: float = CONNECT_DEADLINE
@@ -228,8 +230,8 @@ def _apply_query(settings: DatabaseSettings, params: dict[str, str]) -> None:
                 f"DATABASE_URL has sslrootcert={_shown(rootcert)}, but no such file exists")
         settings.sslrootcert = str(path)
 
-    negotiation = params.pop("sslnegotiation", "postgres")
-    if negotiation not in ("postgres", "direct"):
+    negotiation = params.pop("sslnegotiation", None)
+    if negotiation not in (None, "postgres", "direct"):
         raise DatabaseError(
             f"DATABASE_URL has sslnegotiation={_shown(negotiation)}: use postgres or direct"
         )
@@ -237,6 +239,8 @@ def _apply_query(settings: DatabaseSettings, params: dict[str, str]) -> None:
         raise DatabaseError(f"DATABASE_URL has sslnegotiation=direct with sslmode={sslmode}: "
                             "direct TLS needs sslmode=require")
     settings.direct_tls = negotiation == "direct"
+    if negotiation is None and settings.sslmode == "verify-full" and is_neon(settings.host):
+        settings.direct_tls = settings.direct_tls_fallback = True  # one round trip less
     if params.pop("channel_binding", "prefer") == "require" and settings.sslmode != "verify-full":
         raise DatabaseError(f"DATABASE_URL has channel_binding=require with sslmode={sslmode}: "
                             "use sslmode=require (verified TLS), as Neon's string does")
@@ -261,6 +265,12 @@ def _apply_query(settings: DatabaseSettings, params: dict[str, str]) -> None:
             "(supported: sslmode, sslrootcert, sslnegotiation, channel_binding, options, "
             "application_name, connect_timeout, statement_cache_size)"
         )
+
+
+def is_neon(host: str) -> bool:
+    """A host under neon.tech: Neon's proxy, which takes direct TLS."""
+    host = host.rstrip(".")
+    return host == NEON_DOMAIN or host.endswith("." + NEON_DOMAIN)
 
 
 def _number(value: str, name: str) -> int:

@@ -41,7 +41,7 @@ def test_neon_console_form() -> None:
     creds = credentials(url)
     assert_verified(creds["ssl"])
     assert "sslmode" not in creds and "channel_binding" not in creds  # nothing unknown for asyncpg
-    assert creds["direct_tls"] is False
+    assert creds["direct_tls"] is True  # a Neon host: see test_direct_tls_by_default_on_neon
 
 
 def test_pooler_host_turns_statement_cache_off() -> None:
@@ -68,6 +68,43 @@ def test_sslnegotiation_direct_and_endpoint_option() -> None:
     creds = credentials(url)
     assert creds["direct_tls"] is True
     assert creds["server_settings"] == {"options": "endpoint=ep-cool-darkness-123456"}
+
+
+@pytest.mark.parametrize(("url", "direct", "fallback"), [
+    # hosts under neon.tech: direct TLS unless the URL says otherwise; may fall back
+    (f"postgresql://a:b@{NEON}/db?sslmode=require&channel_binding=require", True, True),
+    (f"postgresql://a:b@{POOLER}/db?sslmode=require", True, True),  # the proxy, then PgBouncer
+    (f"postgres://a:b@{NEON}/db?ssl=true", True, True),
+    (f"postgresql://a:b@{NEON}/db", True, True),  # verified TLS by default
+    (f"postgresql://a:b@{NEON.upper()}./db?sslmode=verify-full", True, True),
+    (f"postgresql://a:b@{NEON}/db?sslmode=require&sslnegotiation=postgres", False, False),
+    (f"postgresql://a:b@{NEON}/db?sslmode=require&sslnegotiation=direct", True, False),
+    (f"postgresql://a:b@{NEON}/db?sslmode=prefer", False, False),  # not verified: not direct
+    (f"postgresql://a:b@{NEON}/db?sslmode=disable", False, False),
+    # anything else: the standard negotiation unless sslnegotiation=direct
+    ("postgresql://a:b@db.example.com/db?sslmode=require", False, False),
+    ("postgresql://a:b@neon.tech.example.com/db?sslmode=require", False, False),
+    ("postgresql://a:b@myneon.tech/db?sslmode=require", False, False),
+    ("postgresql://a:b@db.example.com/db?sslmode=require&sslnegotiation=direct", True, False),
+])
+def test_direct_tls_by_default_on_neon(url: str, direct: bool, fallback: bool) -> None:
+    settings = parse_database_url(url)
+    assert (settings.direct_tls, settings.direct_tls_fallback) == (direct, fallback)
+    assert credentials(url)["direct_tls"] is direct
+
+
+@pytest.mark.parametrize(("error", "direct_waits", "standard_waits"), [
+    (ConnectionResetError(), False, True),  # a server without direct TLS hangs up on the hello
+    (ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number"), False, False),
+    (ConnectionRefusedError(111, "Connection refused"), True, True),  # not started yet
+    (TimeoutError(), True, True),
+])
+def test_a_failed_direct_handshake_is_never_waited_for(error: Exception, direct_waits: bool,
+                                                       standard_waits: bool) -> None:
+    direct = parse_database_url(f"postgresql://a:b@{NEON}/db?sslnegotiation=direct")
+    standard = parse_database_url(f"postgresql://a:b@{NEON}/db?sslnegotiation=postgres")
+    assert is_not_ready(error, direct) is direct_waits
+    assert is_not_ready(error, standard) is standard_waits
 
 
 @pytest.mark.parametrize("quoted", ["'{}'", '"{}"', "  {}  "])

@@ -111,27 +111,6 @@ def test_tls_verification_failure(tls_pg: Postgres, local_pg: servers.PostgresSe
     assert no_table(tls_pg, dbname)
 
 
-def test_direct_tls(tls_pg: Postgres, local_pg: servers.PostgresServer, dbname: str,
-                    tmp_path: Path) -> None:
-    """sslnegotiation=direct: works on PostgreSQL 17+ (ALPN "postgresql" sent, as it requires);
-    before 17 the server hangs up on the TLS hello, and that is one line at once, not retried."""
-    url = local_pg.url(dbname, direct=True)
-    env = script_env(tls_pg, url)
-    if local_pg.direct_tls:
-        for script in ("main.py", "transactions.py"):
-            result = run_script(script, env=env, cwd=tmp_path)
-            assert result.returncode == 0 and not result.stderr, result.stderr
-        assert "without ALPN" not in local_pg.log()
-        assert query(tls_pg, dbname, "SELECT count(*) FROM demo_users")[0][0] == 2
-        return
-    started = time.monotonic()
-    line = error_line(run_script("main.py", env=env, cwd=tmp_path))
-    assert line.startswith("Error: Direct TLS failed at 127.0.0.1")
-    assert "remove sslnegotiation=direct" in line
-    assert time.monotonic() - started < 15  # not retried
-    assert no_table(tls_pg, dbname)
-
-
 @pytest.fixture
 def silent_server() -> Iterator[int]:
     """A loopback server that accepts connections and never says a word."""
