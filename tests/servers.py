@@ -428,9 +428,13 @@ def start_pgbouncer(server: PostgresServer) -> PgBouncer:
         f"logfile = {workdir / 'pgbouncer.log'}\n" + tls
     )
     _chown(workdir)
+    # As root, as the postgres user, but not through runuser (_run_as): on SIGTERM runuser waits
+    # 2 s before it exits itself.
+    root = bool(_run_as())
     process = subprocess.Popen(
-        [*_run_as(), binary, str(workdir / "pgbouncer.ini")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [binary, str(workdir / "pgbouncer.ini")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, user="postgres" if root else None,
+        group="postgres" if root else None, extra_groups=[] if root else None,
     )
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
