@@ -37,13 +37,13 @@ NOT_READY = (
 
 
 def is_direct_tls_failure(exc: BaseException, s: DatabaseSettings) -> bool:
-    """A direct TLS handshake the server broke off or refused, before TLS was up: a server
-    without direct TLS (before PostgreSQL 17) hangs up on the TLS hello. Waiting will not fix it.
-
-    (asyncpg raises these from the handshake itself; a connection lost once TLS is up is
-    ConnectionDoesNotExistError. A certificate that does not verify has its own line.)
+    """Direct TLS that the server broke off or refused before the connection was up: before
+    PostgreSQL 17 the server hangs up on the TLS hello; 17+ closes a direct connection without
+    ALPN right after the handshake. Waiting will not fix either. (A certificate that does not
+    verify has its own line; a refused connection is a server not started yet.)
     """
-    return s.direct_tls and isinstance(exc, (ssl.SSLError, ConnectionError)) and not isinstance(
+    failures = (ssl.SSLError, ConnectionError, asyncpg.ConnectionDoesNotExistError)
+    return s.direct_tls and isinstance(exc, failures) and not isinstance(
         exc, (ssl.SSLCertVerificationError, ConnectionRefusedError))
 
 

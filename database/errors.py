@@ -154,7 +154,8 @@ def explain_connect_error(exc: BaseException, s: DatabaseSettings) -> str:
             f"TLS certificate verification failed for {s.host} ({exc.verify_message}): check "
             "the host name, or give the server's CA with sslrootcert=/path/to/ca.pem"
         )
-    if s.direct_tls and isinstance(exc, (ssl.SSLError, ConnectionError)):
+    if s.direct_tls and isinstance(exc, (ssl.SSLError, ConnectionError,
+                                         asyncpg.ConnectionDoesNotExistError)):
         return (
             f"Direct TLS failed at {s.host} ({failure_reason(exc)}): the server may not "
             "support it (PostgreSQL 17+ and Neon do); remove sslnegotiation=direct from "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ssl
 
+import asyncpg
 import pytest
 
 import database
@@ -95,6 +96,9 @@ def test_direct_tls_by_default_on_neon(url: str, direct: bool, fallback: bool) -
 
 @pytest.mark.parametrize(("error", "direct_waits", "standard_waits"), [
     (ConnectionResetError(), False, True),  # a server without direct TLS hangs up on the hello
+    # PostgreSQL 17+ closes a direct connection without ALPN after the handshake
+    (asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation"),
+     False, True),
     (ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number"), False, False),
     (ConnectionRefusedError(111, "Connection refused"), True, True),  # not started yet
     (TimeoutError(), True, True),
