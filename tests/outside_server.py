@@ -39,16 +39,16 @@ def pytest(args: list[str], env: dict[str, str]) -> int:
 
 
 def start_server() -> servers.PostgresServer | None:
-    """A throwaway cluster (TLS, SCRAM) from the system's PostgreSQL, as the tests start one."""
-    bindir = servers.system_bindir()
-    return servers.start_postgres(bindir, tls=True) if bindir else None
+    """A throwaway cluster (TLS, SCRAM) from the newest PostgreSQL the tests find."""
+    builds = [build for build in servers.find_builds() if build.tls]
+    return servers.start_postgres(builds[-1]) if builds else None
 
 
 def main(args: list[str]) -> int:
     server = start_server()
     if server is None:
-        print("The outside-server run needs the system's PostgreSQL (with TLS): "
-              "apt-get install postgresql", file=sys.stderr)
+        print("The outside-server run needs a PostgreSQL with TLS: apt-get install postgresql, "
+              "or python -m tests.get_postgres", file=sys.stderr)
         return 1
     try:
         by_name = dataclasses.replace(server, host="localhost")  # the certificate names it too
