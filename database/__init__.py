@@ -14,7 +14,9 @@ The public surface, what main.py, transactions.py, the Tortoise CLI and the Fast
 
 Each concern has its own module:
 
-- ``settings.py``    DATABASE_URL -> DatabaseSettings (every form Neon users paste)
+- ``environment.py`` DATABASE_URL from the environment or ``.env`` (SQLite when unset)
+- ``url.py``         DATABASE_URL -> DatabaseSettings (every form Neon users paste)
+- ``settings.py``    DatabaseSettings: what the URL says, safe to print
 - ``tls.py``         the verifying TLS context, with ALPN
 - ``config.py``      MODELS and Tortoise's config dict (pool hooks included)
 - ``connecting.py``  connect retries: what waiting can fix, within a deadline
@@ -33,11 +35,13 @@ from typing import Any
 
 from database.asgi import OneLineStartupErrors
 from database.config import MODELS, tortoise_config
+from database.environment import load_settings
 from database.errors import DatabaseError, explain_error
 from database.schema import SCHEMA_LOCK_ID, check_schema, create_schema
 from database.script import connect, one_line_errors_for_other_tools, run
-from database.settings import DatabaseSettings, load_settings, parse_database_url
+from database.settings import DatabaseSettings
 from database.tls import ssl_option
+from database.url import parse_database_url
 
 __all__ = [
     "MODELS", "SCHEMA_LOCK_ID", "TORTOISE_ORM", "DatabaseError", "DatabaseSettings",

@@ -12,7 +12,8 @@ from typing import Any
 import asyncpg
 
 from database.connecting import RetryingConnect
-from database.settings import DatabaseSettings, load_settings
+from database.environment import load_settings
+from database.settings import DatabaseSettings
 from database.tls import ssl_option
 
 # Every module that defines models. Add yours here: "models" for a models.py beside main.py.

@@ -13,9 +13,10 @@ from typing import Any
 from tortoise import Tortoise
 
 from database.config import MODELS, tortoise_config
+from database.environment import load_settings
 from database.errors import USER_FACING, explain_error
 from database.schema import create_schema
-from database.settings import DatabaseSettings, load_settings
+from database.settings import DatabaseSettings
 from database.startup import interrupted_line
 
 

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from database import DatabaseError, DatabaseSettings, parse_database_url
-from database.settings import load_database_url
+from database.environment import load_database_url
 
 BUDGET = settings(max_examples=300, derandomize=True, deadline=None, database=None,
                   suppress_health_check=[HealthCheck.too_slow])

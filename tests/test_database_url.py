@@ -10,8 +10,8 @@ import pytest
 import database
 from database import DatabaseError, parse_database_url, tortoise_config
 from database.connecting import is_not_ready
+from database.environment import load_database_url
 from database.errors import failure_reason
-from database.settings import load_database_url
 from tests.conftest import ROOT
 
 NEON = "ep-cool-darkness-123456.us-east-2.aws.neon.tech"
