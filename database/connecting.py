@@ -85,7 +85,10 @@ class RetryingConnect:
             try:
                 return await asyncpg.connect(*args, **kwargs)
             except Exception as exc:
-                if s.direct_tls_fallback and is_direct_tls_failure(exc, s):
+                # Direct TLS by default (a Neon host): a handshake broken off or never answered
+                # (a middlebox that drops it) gets the standard negotiation instead, once.
+                if s.direct_tls_fallback and (is_direct_tls_failure(exc, s) or isinstance(
+                        exc, (TimeoutError, asyncio.TimeoutError))):
                     self.fall_back(exc)
                     continue
                 if not is_not_ready(exc, s):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import re
 import socket
 import ssl
@@ -106,14 +107,24 @@ def explain_gave_up(exc: BaseException, s: DatabaseSettings, attempts: int,
             "DATABASE_URL are right and that the database is running")
 
 
+def _refused(exc: BaseException) -> bool:
+    """Connection refused: nothing listens there (for a host with several addresses, asyncio
+    says "Multiple exceptions: [Errno 111] ..., [Errno 111] ..."; all must be refusals)."""
+    if isinstance(exc, ConnectionRefusedError):
+        return True
+    errnos = re.findall(r"\[Errno (\d+)\]", str(exc)) if isinstance(exc, OSError) else []
+    return bool(errnos) and str(exc).startswith("Multiple exceptions") and all(
+        int(number) == errno.ECONNREFUSED for number in errnos)
+
+
 def failure_reason(exc: BaseException) -> str:
     """A few words for what went wrong: "connection refused", "timed out", ..."""
     if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
         return "timed out"
     if isinstance(exc, asyncpg.PostgresError):
         return str(exc).splitlines()[0]
-    if isinstance(exc, OSError) and ("Errno 111" in str(exc) or "Connect call failed" in str(exc)):
-        return "connection refused"  # also asyncio's "Multiple exceptions" for several addresses
+    if _refused(exc):
+        return "connection refused"
     if isinstance(exc, ssl.SSLError) and exc.reason:  # WRONG_VERSION_NUMBER: wrong version number
         return exc.reason.lower().replace("_", " ")
     if isinstance(exc, OSError) and exc.strerror:

@@ -12,6 +12,7 @@ from typing import Any
 
 from tortoise import Tortoise
 
+from database import startup
 from database.config import MODELS, tortoise_config
 from database.environment import load_settings
 from database.errors import USER_FACING, explain_error
@@ -44,6 +45,7 @@ def run(main: Coroutine[Any, Any, None]) -> None:
     Errors from the database or the network become one line; any other exception is a bug in
     the script and keeps its traceback.
     """
+    startup.release()  # from here on, Ctrl-C cancels main() (or is a KeyboardInterrupt)
     try:
         asyncio.run(_cancel_on_signals(main))
         sys.stdout.flush()  # output to a pipe is buffered: a closed one shows here

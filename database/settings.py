@@ -56,4 +56,5 @@ class DatabaseSettings:
             notes.append("pooled endpoint")
         if self.statement_cache_size == 0:
             notes.append("statement cache off")
-        return f"Connected to PostgreSQL at {self.where} as {self.user} ({'; '.join(notes)})"
+        who = f" as {self.user}" if self.user else ""
+        return f"Connected to PostgreSQL at {self.where}{who} ({'; '.join(notes)})"

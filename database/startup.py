@@ -7,7 +7,9 @@ ORM, so its handler is in place for nearly all of the start-up.
 
 Only the program being run gets the handler (``python main.py``, or a module it imports at the
 top level): a tool that imports the package from a function (uvicorn, the Tortoise CLI, pytest)
-keeps its own Ctrl-C.
+keeps its own Ctrl-C. ``run()`` hands Ctrl-C back to Python as it starts (``release()``); a
+program of yours that imports the package and never calls ``run()`` should call ``release()``
+once its imports are done.
 """
 
 from __future__ import annotations
@@ -39,6 +41,12 @@ def _stop(signum: int, frame: FrameType | None) -> None:
     finally:
         print(interrupted_line(signum), file=sys.stderr, flush=True)
         os._exit(128 + signum)
+
+
+def release() -> None:
+    """Python's own Ctrl-C (KeyboardInterrupt) again, once the imports are done."""
+    if signal.getsignal(signal.SIGINT) is _stop:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _imported_by_the_program() -> bool:

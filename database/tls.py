@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ssl
 
+from database.errors import DatabaseError
 from database.settings import DatabaseSettings
 
 ALPN = "postgresql"  # PostgreSQL 17+ refuses direct TLS without it; asyncpg sets it only on its own
@@ -13,6 +14,10 @@ def ssl_option(settings: DatabaseSettings) -> ssl.SSLContext | str | bool:
     """asyncpg's ``ssl`` argument: a verifying context unless the URL explicitly opted out."""
     if settings.sslmode in ("disable", "allow", "prefer"):
         return False if settings.sslmode == "disable" else settings.sslmode
-    context = ssl.create_default_context(cafile=settings.sslrootcert)  # verifies name + chain
+    try:
+        context = ssl.create_default_context(cafile=settings.sslrootcert)  # verifies name + chain
+    except ssl.SSLError:
+        raise DatabaseError(f"DATABASE_URL has sslrootcert={settings.sslrootcert}, which is not "
+                            "a CA certificate file (PEM): give the server's CA file") from None
     context.set_alpn_protocols([ALPN])
     return context

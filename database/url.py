@@ -77,7 +77,8 @@ def parse_database_url(url: str) -> DatabaseSettings:
         host = parts.hostname or ""
     except ValueError:
         raise DatabaseError(
-            f"DATABASE_URL is malformed: the port after the host must be a number; {ENCODE_PASSWORD}"
+            "DATABASE_URL is malformed: the port after the host must be a number from 1 to "
+            f"65535; {ENCODE_PASSWORD}"
         ) from None
     if not host:
         raise DatabaseError(
@@ -122,6 +123,7 @@ def _apply_query(settings: DatabaseSettings, params: dict[str, str]) -> None:
                 f"DATABASE_URL has ssl={_shown(ssl_flag)}: to turn TLS off on purpose, use sslmode=disable"
             )
         sslmode = "require"
+    said = f"sslmode={sslmode}" if sslmode else "no sslmode (prefer, on this machine)"
     if sslmode is None:  # nothing said: verify remote hosts, be libpq-like on this machine
         sslmode = "prefer" if settings.host in LOCAL_HOSTS else "verify-full"
     if sslmode not in SSLMODES:
@@ -149,13 +151,13 @@ def _apply_query(settings: DatabaseSettings, params: dict[str, str]) -> None:
             f"DATABASE_URL has sslnegotiation={_shown(negotiation)}: use postgres or direct"
         )
     if negotiation == "direct" and settings.sslmode != "verify-full":
-        raise DatabaseError(f"DATABASE_URL has sslnegotiation=direct with sslmode={sslmode}: "
+        raise DatabaseError(f"DATABASE_URL has sslnegotiation=direct with {said}: "
                             "direct TLS needs sslmode=require")
     settings.direct_tls = negotiation == "direct"
     if negotiation is None and settings.sslmode == "verify-full" and is_neon(settings.host):
         settings.direct_tls = settings.direct_tls_fallback = True  # one round trip less
     if params.pop("channel_binding", "prefer") == "require" and settings.sslmode != "verify-full":
-        raise DatabaseError(f"DATABASE_URL has channel_binding=require with sslmode={sslmode}: "
+        raise DatabaseError(f"DATABASE_URL has channel_binding=require with {said}: "
                             "use sslmode=require (verified TLS), as Neon's string does")
 
     if "statement_cache_size" in params:

@@ -228,6 +228,9 @@ def test_sqlite_urls_and_default(monkeypatch: pytest.MonkeyPatch) -> None:
     ("postgresql://a:b@host/db?sslmode=disable&channel_binding=require", "channel_binding"),
     ("postgresql://a:b@host/db?sslmode=prefer&sslnegotiation=direct", "direct TLS needs"),
     ("postgresql://alex:a/b@host/db", "percent-encode"),  # "/" in the password
+    ("postgresql://a:b@host:99999/db", "a number from 1 to 65535"),
+    ("postgresql://a:b@localhost/db?channel_binding=require",
+     "channel_binding=require with no sslmode (prefer, on this machine)"),
 ])
 def test_bad_urls_get_one_clear_line(url: str, message: str) -> None:
     with pytest.raises(DatabaseError) as info:
@@ -267,3 +270,15 @@ def test_importing_the_config_never_fails_reading_it_builds_it(tmp_path) -> None
                             capture_output=True, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("DATABASE_URL still holds the placeholder")
+
+
+def test_an_sslrootcert_that_is_not_a_certificate(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    not_pem = tmp_path / "ca.pem"
+    not_pem.write_text("not a certificate\n")
+    with pytest.raises(DatabaseError, match="which is not a CA certificate file"):
+        credentials(f"postgresql://a:b@{NEON}/db?sslrootcert={not_pem}")
+
+
+def test_a_url_without_a_user_is_described_without_one() -> None:
+    described = parse_database_url("postgresql://localhost/db").describe()
+    assert described.startswith("Connected to PostgreSQL at localhost:5432/db (")

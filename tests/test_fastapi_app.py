@@ -123,13 +123,16 @@ def test_list_is_bounded(api: httpx.Client) -> None:
             "query", "limit"]
 
 
-def test_health_touches_the_database(api: httpx.Client, pg: Postgres, dbname: str) -> None:
+def test_health_touches_the_database(api: httpx.Client, pg: Postgres, dbname: str,
+                                     tmp_path: Path) -> None:
     assert api.get("/health").json() == {"status": "ok"}
     # the app's connections are terminated, and cannot reconnect
     execute(pg, None, f'DROP DATABASE "{dbname}" WITH (FORCE)')
     response = api.get("/health")
     assert response.status_code == 503
-    assert f"Database {dbname} does not exist" in response.json()["detail"]
+    assert response.json() == {"detail": "the database is not answering"}  # no host, no user
+    assert f"ERROR:    Error: Database {dbname} does not exist" in (
+        tmp_path / "uvicorn.log").read_text()  # the why, in the server's log
 
 
 def test_app_reconnects_after_the_server_restarts(api: httpx.Client, pg: Postgres,
