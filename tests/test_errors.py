@@ -45,7 +45,7 @@ def no_table(pg: Postgres, dbname: str) -> bool:
     ("postgresql://alex:p@ss#1@ep-cool.neon.tech/neondb", "p@ss#1",
      ["percent-encode special characters in the password", "@ as %40", "# as %23"]),
     # the psql command from Neon's Connect dialog, pasted whole
-    ("psql 'postgresql://alex:AbC123dEf@ep-cool.neon.tech/neondb?sslmode=require'", "AbC123dEf",
+    ("psql 'postgresql://alex:secret@ep-cool.neon.tech/neondb?sslmode=require'", "secret",
      ["psql command", "paste only the URL"]),
 ])
 def test_bad_url_is_refused_before_connecting(tmp_path: Path, url: str, password: str,
