@@ -17,6 +17,7 @@ from database.errors import (
     explain_connect_error,
     explain_gave_up,
     failure_reason,
+    is_direct_tls_failure,
     neon_failure,
 )
 from database.settings import DatabaseSettings
@@ -34,17 +35,6 @@ NOT_READY = (
     TimeoutError,
     asyncio.TimeoutError,
 )
-
-
-def is_direct_tls_failure(exc: BaseException, s: DatabaseSettings) -> bool:
-    """Direct TLS that the server broke off or refused before the connection was up: before
-    PostgreSQL 17 the server hangs up on the TLS hello; 17+ closes a direct connection without
-    ALPN right after the handshake. Waiting will not fix either. (A certificate that does not
-    verify has its own line; a refused connection is a server not started yet.)
-    """
-    failures = (ssl.SSLError, ConnectionError, asyncpg.ConnectionDoesNotExistError)
-    return s.direct_tls and isinstance(exc, failures) and not isinstance(
-        exc, (ssl.SSLCertVerificationError, ConnectionRefusedError))
 
 
 def is_not_ready(exc: BaseException, s: DatabaseSettings) -> bool:

@@ -134,6 +134,17 @@ def failure_reason(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+def is_direct_tls_failure(exc: BaseException, s: DatabaseSettings) -> bool:
+    """Direct TLS that the server broke off or refused before the connection was up: before
+    PostgreSQL 17 the server hangs up on the TLS hello; 17+ closes a direct connection without
+    ALPN right after the handshake. Waiting will not fix either. (A certificate that does not
+    verify has its own line; a refused connection is a server not started yet.)
+    """
+    failures = (ssl.SSLError, ConnectionError, asyncpg.ConnectionDoesNotExistError)
+    return s.direct_tls and isinstance(exc, failures) and not isinstance(
+        exc, (ssl.SSLCertVerificationError, ConnectionRefusedError))
+
+
 def explain_connect_error(exc: BaseException, s: DatabaseSettings) -> str:
     """The one line for a connect error that waiting will not fix."""
     message = str(exc)
@@ -165,8 +176,7 @@ def explain_connect_error(exc: BaseException, s: DatabaseSettings) -> str:
             f"TLS certificate verification failed for {s.host} ({exc.verify_message}): check "
             "the host name, or give the server's CA with sslrootcert=/path/to/ca.pem"
         )
-    if s.direct_tls and isinstance(exc, (ssl.SSLError, ConnectionError,
-                                         asyncpg.ConnectionDoesNotExistError)):
+    if is_direct_tls_failure(exc, s):
         return (
             f"Direct TLS failed at {s.host} ({failure_reason(exc)}): the server may not "
             "support it (PostgreSQL 17+ and Neon do); remove sslnegotiation=direct from "
