@@ -4,12 +4,13 @@ Run it with `python main.py` (or `python main.py --name Ada`). DATABASE_URL come
 the database package turns it into Tortoise's settings and handles what can go wrong.
 """
 
-import database  # isort: skip (first, so that Ctrl-C while the rest loads is one line)
 import argparse
 
 from tortoise import fields
 from tortoise.expressions import RawSQL
 from tortoise.models import Model
+
+import database
 
 
 class User(Model):

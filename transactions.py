@@ -3,12 +3,12 @@
 Run it with `python transactions.py`. It works on a fresh database: it creates the table itself.
 """
 
-import database  # isort: skip (first, so that Ctrl-C while the rest loads is one line)
 import argparse
 import uuid
 
 from tortoise.transactions import in_transaction
 
+import database
 from main import User
 
 

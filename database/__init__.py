@@ -23,13 +23,10 @@ Each concern has its own module:
 - ``errors.py``      one line per failure, with the fix
 - ``schema.py``      create_schema() and check_schema()
 - ``script.py``      connect() and run() for the scripts
-- ``startup.py``     Ctrl-C while a script starts: one line (loaded first: see there)
 - ``asgi.py``        one-line start-up errors for the FastAPI app
 """
 
 from __future__ import annotations
-
-from database import startup  # noqa: F401  # isort: skip (first: see startup.py)
 
 from typing import Any
 

@@ -12,13 +12,11 @@ from typing import Any
 
 from tortoise import Tortoise
 
-from database import startup
 from database.config import MODELS, tortoise_config
 from database.environment import load_settings
 from database.errors import USER_FACING, explain_error
 from database.schema import create_schema
 from database.settings import DatabaseSettings
-from database.startup import interrupted_line
 
 
 @asynccontextmanager
@@ -45,7 +43,6 @@ def run(main: Coroutine[Any, Any, None]) -> None:
     Errors from the database or the network become one line; any other exception is a bug in
     the script and keeps its traceback.
     """
-    startup.release()  # from here on, Ctrl-C cancels main() (or is a KeyboardInterrupt)
     try:
         asyncio.run(_cancel_on_signals(main))
         sys.stdout.flush()  # output to a pipe is buffered: a closed one shows here
@@ -68,6 +65,12 @@ def one_line_errors_for_other_tools() -> None:
     instead of a traceback; any other exception keeps Python's usual report.
     """
     sys.excepthook = _one_line_or_traceback
+
+
+def interrupted_line(signum: int) -> str:
+    """The line a script prints when Ctrl-C (or SIGTERM) stops it."""
+    name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+    return f"Interrupted ({name}): stopped cleanly; nothing unfinished was saved."
 
 
 def _one_line_or_traceback(kind: type[BaseException], exc: BaseException, tb: Any) -> None:

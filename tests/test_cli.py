@@ -1,9 +1,10 @@
-"""The scripts as command-line tools: a closed output, and Ctrl-C while they start."""
+"""The scripts as command-line tools: a closed output, and Ctrl-C at every moment of ``run()``."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from database import SCHEMA_LOCK_ID
 from tests import servers
 from tests.conftest import ROOT, Postgres, execute, query, script_env, start_script
 
@@ -77,50 +79,118 @@ def test_output_closed_before_a_buffered_write_exits_quietly(pg: Postgres, dbnam
     assert users(pg, dbname) == 1
 
 
-def wait_until_importing(proc: subprocess.Popen[str]) -> None:
-    """Until the script is loading its dependencies: Python's _ssl is mapped (the database
-    package loads it, after its Ctrl-C handler; Python's own start-up comes before)."""
-    if "_ssl" in sys.builtin_module_names:  # a build without shared modules: a fixed moment
-        time.sleep(0.15)
-        return
-    maps = Path(f"/proc/{proc.pid}/maps")
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if "_ssl" in maps.read_text():
-                return
-        except OSError:  # it has just exited: the assertion below says how
-            break
-        time.sleep(0.002)
-    raise AssertionError(f"the script never loaded _ssl: {proc.communicate()}")
+INTERRUPTED = "Interrupted (Ctrl-C): stopped cleanly; nothing unfinished was saved."
+SCRIPTS = ["main.py", "transactions.py"]
 
 
-@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc (Linux)")
-@pytest.mark.parametrize("script", ["main.py", "transactions.py"])
-def test_ctrl_c_while_starting_is_one_line(pg: Postgres, dbname: str, db_url: str,
-                                           tmp_path: Path, script: str) -> None:
-    """Ctrl-C while the imports run (the first half second): the line and exit code of any
-    other moment, no KeyboardInterrupt traceback, nothing written."""
-    for delay in (0.0, 0.05, 0.1, 0.2):
+def local_url(port: int) -> str:
+    """A URL for a test-held listener on this machine: plain TCP (the listener speaks no TLS),
+    and a connect deadline far longer than any test, so the script is still connecting or
+    retrying whenever the signal comes."""
+    return f"postgresql://quickstart:secret@127.0.0.1:{port}/neondb?sslmode=disable&connect_timeout=600"
+
+
+def interrupt(proc: subprocess.Popen[str]) -> tuple[str, str]:
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (out, err)
+    assert "Traceback" not in err
+    return out, err
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_ctrl_c_while_connecting_to_a_silent_server(tmp_path: Path, script: str) -> None:
+    """Ctrl-C while the script waits for a server that accepted the connection and says nothing
+    (a host behind a black hole, a compute that never wakes): the test holds that server."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(60)
+        env = script_env(None, local_url(listener.getsockname()[1]))
+        proc = start_script(script, env=env, cwd=tmp_path)
+        held, _ = listener.accept()  # the script is inside run(), connecting
+        with held:
+            held.settimeout(60)
+            assert held.recv(8)  # its startup message has arrived: it waits for the answer
+            _, err = interrupt(proc)
+    assert err.splitlines() == [INTERRUPTED]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_ctrl_c_while_retrying_is_one_line(tmp_path: Path, script: str) -> None:
+    """Ctrl-C while the script waits to retry: the server ends every connection at once (a
+    compute restarting), so the script retries until the deadline (600 s here)."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(60)
+        env = script_env(None, local_url(listener.getsockname()[1]))
+        proc = start_script(script, env=env, cwd=tmp_path)
+        assert proc.stderr is not None
+        listener.accept()[0].close()  # the first attempt, ended by the "server"
+        waiting = proc.stderr.readline()  # printed before the script sleeps, then retries
+        assert waiting.startswith("Database at 127.0.0.1:") and "retrying" in waiting, waiting
+        # Nothing more is written until the signal, so readline() buffered nothing beyond the
+        # line, and communicate() (which reads the pipe itself) gets all that comes next.
+        _, err = interrupt(proc)
+    assert err.splitlines() == [INTERRUPTED]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_ctrl_c_while_waiting_for_the_schema_lock(pg: Postgres, dbname: str, db_url: str,
+                                                  tmp_path: Path, script: str) -> None:
+    """Ctrl-C while another process holds the schema lock (a first run starting beside
+    another): the script waits inside create_schema(); nothing is created."""
+    loop = asyncio.new_event_loop()
+    admin = loop.run_until_complete(pg.admin(dbname))
+    try:
+        loop.run_until_complete(admin.execute("SELECT pg_advisory_lock($1)", SCHEMA_LOCK_ID))
         proc = start_script(script, env=script_env(pg, db_url), cwd=tmp_path)
-        wait_until_importing(proc)
-        time.sleep(delay)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
-        assert proc.returncode == 130, (delay, out, err)
-        assert err.splitlines() == [
-            "Interrupted (Ctrl-C): stopped cleanly; nothing unfinished was saved."], (delay, err)
-        assert "Traceback" not in err
+        wait_for_lock_waiter(pg, dbname, proc)
+        _, err = interrupt(proc)
+    finally:
+        loop.run_until_complete(admin.close())
+        loop.close()
+    assert err.splitlines() == [INTERRUPTED]
     rows = query(pg, dbname, "SELECT count(*) FROM pg_tables WHERE tablename = 'demo_users'")
-    assert rows[0][0] == 0 or users(pg, dbname) == 0
+    assert rows[0][0] == 0
 
 
-def test_the_handler_is_only_for_the_program_being_run() -> None:
-    """A tool that imports the package (uvicorn, the Tortoise CLI, pytest) keeps its Ctrl-C."""
+def test_ctrl_c_mid_insert_saves_nothing(pg: Postgres, dbname: str, db_url: str,
+                                         tmp_path: Path) -> None:
+    """Ctrl-C while main.py's INSERT waits for a lock the test holds: rolled back."""
+    pause_inserts(pg, dbname)
+    loop = asyncio.new_event_loop()
+    admin = loop.run_until_complete(pg.admin(dbname))
+    try:
+        loop.run_until_complete(admin.execute("SELECT pg_advisory_lock($1)", LOCK))
+        proc = start_script("main.py", env=script_env(pg, db_url), cwd=tmp_path)
+        wait_for_lock_waiter(pg, dbname, proc)
+        out, err = interrupt(proc)
+    finally:
+        loop.run_until_complete(admin.close())
+        loop.close()
+    assert out.startswith("Connected to PostgreSQL at ")
+    assert err.splitlines() == [INTERRUPTED]
+    assert users(pg, dbname) == 0
+
+
+def wait_for_lock_waiter(pg: Postgres, dbname: str, proc: subprocess.Popen[str]) -> None:
+    """Until a session of the script waits for an advisory lock in ``dbname``."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        if query(pg, dbname, "SELECT count(*) FROM pg_locks l JOIN pg_database d ON "
+                             "d.oid = l.database WHERE d.datname = $1 AND "
+                             "l.locktype = 'advisory' AND NOT l.granted", dbname)[0][0]:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the script never waited for the lock")
+
+
+def test_importing_the_package_leaves_ctrl_c_alone() -> None:
+    """Importing ``database`` changes no signal handler: Ctrl-C before ``run()`` is Python's
+    own (docs/connecting.md), and tools that import it (uvicorn, the Tortoise CLI) keep theirs."""
     code = ("import signal\n"
-            "def tool():\n    import database\n"
-            "tool()\n"
-            "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)\n")
+            "before = [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)]\n"
+            "import database\n"
+            "print([signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)] == before)\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, text=True,
                             capture_output=True, timeout=60, check=False)
     assert result.stdout.strip() == "True", result.stderr
