@@ -2,12 +2,13 @@
 
 The public surface, what main.py, transactions.py, the Tortoise CLI and the FastAPI app use:
 
-- ``connect()``           initialise Tortoise from DATABASE_URL, create the schema, always close
+- ``connect()``           initialise Tortoise from DATABASE_URL, apply migrations, always close
 - ``run(main())``         run a script: one ``Error:`` line instead of a traceback, clean Ctrl-C
-- ``MODELS``              the modules that define models (``config.py``): add yours there
+- ``MODELS``              the modules that define models: ``MODELS`` in your ``settings.py``
 - ``TORTOISE_ORM``        Tortoise's config dict for its CLI (pyproject.toml) and web apps
 - ``tortoise_config()``   the same dict, for given settings or models
-- ``create_schema()``     create missing tables, safely when several processes start at once
+- ``migrate(apps)``       apply migrations/ as ``tortoise migrate`` does, safely when several
+                          processes start at once (``create_schema()`` without migrations)
 - ``check_schema()``      check that migrations created every model's table and columns
 - ``OneLineStartupErrors`` a web app's start-up failure as one line (``asgi.py``)
 - ``DatabaseError``, ``explain_error()``   the one-line errors
@@ -18,10 +19,10 @@ Each concern has its own module:
 - ``url.py``         DATABASE_URL -> DatabaseSettings (every form Neon users paste)
 - ``settings.py``    DatabaseSettings: what the URL says, safe to print
 - ``tls.py``         the verifying TLS context, with ALPN
-- ``config.py``      MODELS and Tortoise's config dict (pool hooks included)
+- ``config.py``      Tortoise's config dict (settings.MODELS, pool hooks)
 - ``connecting.py``  connect retries: what waiting can fix, within a deadline
 - ``errors.py``      one line per failure, with the fix
-- ``schema.py``      create_schema() and check_schema()
+- ``schema.py``      migrate(), create_schema() and check_schema()
 - ``script.py``      connect() and run() for the scripts
 - ``startup.py``     Ctrl-C while a script starts: one line (loaded first: see there)
 - ``asgi.py``        one-line start-up errors for the FastAPI app
@@ -37,7 +38,7 @@ from database.asgi import OneLineStartupErrors
 from database.config import MODELS, tortoise_config
 from database.environment import load_settings
 from database.errors import DatabaseError, explain_error
-from database.schema import SCHEMA_LOCK_ID, check_schema, create_schema
+from database.schema import SCHEMA_LOCK_ID, check_schema, create_schema, migrate
 from database.script import connect, one_line_errors_for_other_tools, run
 from database.settings import DatabaseSettings
 from database.tls import ssl_option
@@ -46,7 +47,7 @@ from database.url import parse_database_url
 __all__ = [
     "MODELS", "SCHEMA_LOCK_ID", "TORTOISE_ORM", "DatabaseError", "DatabaseSettings",
     "OneLineStartupErrors", "check_schema", "connect", "create_schema", "explain_error",
-    "load_settings", "parse_database_url", "run", "ssl_option", "tortoise_config",
+    "load_settings", "migrate", "parse_database_url", "run", "ssl_option", "tortoise_config",
 ]
 
 #: Tortoise's config dict, for its CLI (pyproject.toml: ``database.TORTOISE_ORM``) and web apps.

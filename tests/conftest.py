@@ -259,7 +259,8 @@ def neon_url(proxy: NeonProxy, dbname: str, host: str = hostnames.POOLED,
             f"/{dbname}?{query}")
 
 
-PROJECT = ["main.py", "transactions.py", "database", "examples", "pyproject.toml"]
+PROJECT = ["main.py", "transactions.py", "settings.py", "app.py", "database", "migrations",
+           "pyproject.toml"]
 
 
 def copy_project(destination: Path) -> Path:

@@ -209,7 +209,7 @@ def test_sqlite_urls_and_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATABASE_URL", "")
     config = database.TORTOISE_ORM
     assert config["connections"]["default"]["engine"] == "tortoise.backends.sqlite"
-    assert config["apps"]["models"]["models"] == ["main"]
+    assert config["apps"]["models"]["models"] == database.MODELS  # settings.py: yours
 
 
 @pytest.mark.parametrize(("url", "message"), [

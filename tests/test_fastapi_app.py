@@ -1,4 +1,4 @@
-"""examples/fastapi_app.py served by uvicorn, as the README runs it, against the test PostgreSQL."""
+"""app.py served by uvicorn, as the README runs it, against the test PostgreSQL."""
 
 from __future__ import annotations
 
@@ -23,11 +23,11 @@ NAME_RULE = "the name must be 1 to 50 characters"
 
 def start_uvicorn(env: dict[str, str], log: Path, cwd: Path = ROOT,
                   ) -> tuple[subprocess.Popen[bytes], int]:
-    """`uvicorn examples.fastapi_app:app --port PORT`, as the README runs it."""
+    """`uvicorn app:app --port PORT`, as the README runs it."""
     port = free_port()
     with log.open("w") as out:
         server = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "examples.fastapi_app:app", "--port", str(port)],
+            [sys.executable, "-m", "uvicorn", "app:app", "--port", str(port)],
             env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
     return server, port
 
