@@ -11,7 +11,14 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from tests.conftest import Postgres, copy_project, query, run_script, script_env
+from tests.conftest import (
+    Postgres,
+    copy_project,
+    query,
+    run_script,
+    script_env,
+    start_script,
+)
 
 
 def tortoise(*args: str, env: dict[str, str], cwd: Path,
@@ -22,16 +29,14 @@ def tortoise(*args: str, env: dict[str, str], cwd: Path,
     return result
 
 
-def test_makemigrations_and_migrate_create_the_users_table(
+def test_the_shipped_migration_matches_the_model_and_creates_the_users_table(
     pg: Postgres, dbname: str, db_url: str, tmp_path: Path
 ) -> None:
-    copy_project(tmp_path)  # a copy: makemigrations writes migrations/ beside the code
+    copy_project(tmp_path)  # a copy: makemigrations would write migrations/ beside the code
     env = script_env(pg, db_url)
 
-    made = tortoise("makemigrations", env=env, cwd=tmp_path)
-    assert "Created models.0001_initial" in made.stdout
-    migration = (tmp_path / "migrations" / "0001_initial.py").read_text()
-    assert "'table': 'demo_users'" in migration
+    # migrations/0001_initial.py is User as main.py defines it: nothing to make.
+    assert "No changes detected" in tortoise("makemigrations", env=env, cwd=tmp_path).stdout
     assert query(pg, dbname, "SELECT to_regclass('demo_users') AS t")[0]["t"] is None
 
     migrated = tortoise("migrate", env=env, cwd=tmp_path)
@@ -43,23 +48,51 @@ def test_makemigrations_and_migrate_create_the_users_table(
         ("created_at", "timestamp with time zone")]
     applied = query(pg, dbname, "SELECT app, name FROM tortoise_migrations")
     assert [(r["app"], r["name"]) for r in applied] == [("models", "0001_initial")]
-
-    # The model and the migration agree, and a second migrate has nothing to do.
-    assert "No changes detected" in tortoise("makemigrations", env=env, cwd=tmp_path).stdout
     assert "No migrations to apply" in tortoise("migrate", env=env, cwd=tmp_path).stdout
 
-    # main.py works on the migrated table (its CREATE TABLE IF NOT EXISTS leaves it alone).
+    # main.py works on the migrated table, and finds nothing to apply.
     result = run_script("main.py", "--name", "Migrated", env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "Inserted user #1: Migrated" in result.stdout
     rows = query(pg, dbname, "SELECT name FROM demo_users")
     assert [r["name"] for r in rows] == ["Migrated"]
+    assert len(query(pg, dbname, "SELECT 1 FROM tortoise_migrations")) == 1
+
+
+def test_main_applies_the_migrations_the_cli_then_finds_applied(
+    pg: Postgres, dbname: str, db_url: str, tmp_path: Path
+) -> None:
+    """The README's order: `python main.py` first, then `tortoise migrate` has nothing to do."""
+    copy_project(tmp_path)
+    env = script_env(pg, db_url)
+    result = run_script("main.py", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    applied = query(pg, dbname, "SELECT app, name FROM tortoise_migrations")
+    assert [(r["app"], r["name"]) for r in applied] == [("models", "0001_initial")]
+    assert "No migrations to apply" in tortoise("migrate", env=env, cwd=tmp_path).stdout
+
+
+def test_scripts_starting_at_once_apply_the_migrations_once(
+    pg: Postgres, dbname: str, db_url: str, tmp_path: Path
+) -> None:
+    """Several processes on a fresh database: the advisory lock lets one apply 0001_initial."""
+    copy_project(tmp_path)
+    env = script_env(pg, db_url)
+    scripts = [start_script("main.py", "--name", f"P{i}", env=env, cwd=tmp_path)
+               for i in range(4)]
+    outcomes = [(p.wait(120), p.stderr.read() if p.stderr else "") for p in scripts]
+    for script in scripts:
+        for stream in (script.stdout, script.stderr):
+            if stream:
+                stream.close()
+    assert all(code == 0 for code, _ in outcomes), outcomes
+    assert len(query(pg, dbname, "SELECT 1 FROM tortoise_migrations")) == 1
+    assert len(query(pg, dbname, "SELECT 1 FROM demo_users")) == 4
 
 
 def test_migrate_with_a_wrong_password_is_one_line(pg: Postgres, dbname: str,
                                                    tmp_path: Path) -> None:
     copy_project(tmp_path)
-    tortoise("makemigrations", env=script_env(pg, pg.url(dbname)), cwd=tmp_path)
     url = pg.url(dbname, password="Wrong-Password-42")
     result = tortoise("migrate", env=script_env(pg, url), cwd=tmp_path, expect=1)
     assert "Traceback" not in result.stderr and "Wrong-Password-42" not in result.stderr
