@@ -28,7 +28,7 @@ from main import User
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Connect with the database package's config, check the schema, close on shutdown.
-    async with RegisterTortoise(app, config=database.TORTOISE_ORM):
+    async with RegisterTortoise(app, config=database.tortoise_config()):
         await database.check_schema()
         yield
 

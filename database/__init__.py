@@ -5,8 +5,8 @@ The public surface, what main.py, transactions.py, the Tortoise CLI and the Fast
 - ``connect()``           initialise Tortoise from DATABASE_URL, apply migrations, always close
 - ``run(main())``         run a script: one ``Error:`` line instead of a traceback, clean Ctrl-C
 - ``MODELS``              the modules that define models: ``MODELS`` in your ``settings.py``
-- ``TORTOISE_ORM``        Tortoise's config dict for its CLI (pyproject.toml) and web apps
-- ``tortoise_config()``   the same dict, for given settings or models
+- ``TORTOISE_ORM``        Tortoise's config dict for its CLI (DATABASE_URL_UNPOOLED if set)
+- ``tortoise_config()``   the config dict from DATABASE_URL (an app's), or given settings
 - ``migrate(apps)``       apply migrations/ as ``tortoise migrate`` does, safely when several
                           processes start at once (``create_schema()`` without migrations)
 - ``check_schema()``      check that migrations created every model's table and columns
@@ -15,7 +15,7 @@ The public surface, what main.py, transactions.py, the Tortoise CLI and the Fast
 
 Each concern has its own module:
 
-- ``environment.py`` DATABASE_URL from the environment or ``.env`` (SQLite when unset)
+- ``environment.py`` DATABASE_URL(_UNPOOLED) from the environment or ``.env`` (else SQLite)
 - ``url.py``         DATABASE_URL -> DatabaseSettings (every form Neon users paste)
 - ``settings.py``    DatabaseSettings: what the URL says, safe to print
 - ``tls.py``         the verifying TLS context, with ALPN
@@ -50,15 +50,16 @@ __all__ = [
     "load_settings", "migrate", "parse_database_url", "run", "ssl_option", "tortoise_config",
 ]
 
-#: Tortoise's config dict, for its CLI (pyproject.toml: ``database.TORTOISE_ORM``) and web apps.
-#: Built from DATABASE_URL each time it is read (by ``__getattr__`` below), not at import, so
-#: that importing this package never fails and always sees the current DATABASE_URL. Reading it
-#: also makes a database error that ends the process (``tortoise migrate``) one line.
+#: Tortoise's config dict for its CLI (pyproject.toml: ``database.TORTOISE_ORM``): migrations,
+#: so DATABASE_URL_UNPOOLED (Neon's direct string) when set, else DATABASE_URL; an app uses
+#: ``tortoise_config()`` (DATABASE_URL). Built each time it is read (by ``__getattr__`` below),
+#: not at import, so that importing this package never fails and always sees the current
+#: environment. Reading it also makes a database error that ends the process one line.
 TORTOISE_ORM: dict[str, Any]
 
 
 def __getattr__(name: str) -> Any:
     if name == "TORTOISE_ORM":
         one_line_errors_for_other_tools()
-        return tortoise_config()
+        return tortoise_config(load_settings(for_migrations=True))
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -217,4 +217,10 @@ def explain_error(exc: BaseException) -> str:
         "has no column named" in first
     ):
         return f"The database schema is behind the models ({first}): {MIGRATE}"
+    if isinstance(exc, asyncpg.DuplicateTableError) or (
+        "already exists" in first and first.startswith("table ")  # SQLite's
+    ):
+        return (f"A migration creates a table the database already has ({first}), made without "
+                "migrations: if it matches the models, record the migration as applied with "
+                "`tortoise migrate --fake`, then run again")
     return f"{type(exc).__name__}: {first}"
