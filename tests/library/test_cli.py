@@ -11,25 +11,30 @@ from pathlib import Path
 
 import pytest
 
-from tests import servers
-from tests.conftest import ROOT, Postgres, execute, query, script_env, start_script
+from tests.library.conftest import (
+    ROOT,
+    Postgres,
+    execute,
+    migrate_database,
+    query,
+    script_env,
+    start_script,
+)
 
 LOCK = 4_242_001  # an advisory lock the test holds to pause the script's INSERT
 SIGPIPE_EXIT = 141  # what a shell shows for `seq 1000000 | head -1`'s seq: 128 + SIGPIPE
 
 
 def pause_inserts(pg: Postgres, dbname: str) -> None:
-    """The quickstart's table, with a trigger that waits for the test's advisory lock."""
+    """The quickstart's table (from the migrations), with a trigger that waits for the test's
+    advisory lock."""
+    migrate_database(pg, dbname)
     execute(pg, dbname, f"""
-        CREATE TABLE demo_users (id serial PRIMARY KEY, name varchar(50) NOT NULL,
-                                 created_at timestamptz NOT NULL);
         CREATE FUNCTION wait_for_the_test() RETURNS trigger LANGUAGE plpgsql AS
             $$ BEGIN PERFORM pg_advisory_xact_lock_shared({LOCK}); RETURN NULL; END $$;
         CREATE TRIGGER paused AFTER INSERT ON demo_users
             FOR EACH ROW EXECUTE FUNCTION wait_for_the_test();
     """)
-    if pg.server:  # created as the superuser: hand it to the scripts' user
-        execute(pg, dbname, f"ALTER TABLE demo_users OWNER TO {servers.APP_USER}")
 
 
 def users(pg: Postgres, dbname: str) -> int:

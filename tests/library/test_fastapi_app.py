@@ -14,9 +14,9 @@ import pytest
 from tortoise import Tortoise
 
 import database
-from tests import servers
-from tests.conftest import ROOT, Postgres, execute, query, run, script_env
-from tests.servers import free_port
+from tests.library import servers
+from tests.library.conftest import ROOT, Postgres, execute, query, run, script_env
+from tests.library.servers import free_port
 
 NAME_RULE = "the name must be 1 to 50 characters"
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import Postgres, copy_project, query, script_env
-from tests.test_fastapi_app import start_uvicorn, wait_until_up
+from tests.library.conftest import Postgres, copy_project, query, script_env
+from tests.library.test_fastapi_app import start_uvicorn, wait_until_up
 
 BLOG = '''\
 from tortoise import fields

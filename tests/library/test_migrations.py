@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from tests.conftest import (
+from tests.library.conftest import (
     Postgres,
     copy_project,
     query,

@@ -8,9 +8,9 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests import hostnames, neon_proxy, servers
-from tests.conftest import run
-from tests.neon_proxy import NeonProxy
+from tests.library import hostnames, neon_proxy, servers
+from tests.library.conftest import run
+from tests.library.neon_proxy import NeonProxy
 
 
 def context(proxy_ca: str, alpn: list[str] | None = None) -> ssl.SSLContext:

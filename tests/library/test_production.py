@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,11 +13,11 @@ import pytest
 
 import database
 from bench import pglog
-from tests import servers
-from tests.conftest import (
-    ROOT,
+from tests.library import servers
+from tests.library.conftest import (
     Postgres,
     execute,
+    migrate_database,
     query,
     run_script,
     script_env,
@@ -141,10 +140,7 @@ def make_inserts_slow(pg: Postgres, dbname: str, name_prefix: str) -> None:
     """After inserting a row whose name starts with ``name_prefix``, sleep inside the statement:
     the script is then stuck inside its transaction with the row written but not committed.
     The table comes from the migrations, as `tortoise migrate` applies them."""
-    migrated = subprocess.run([sys.executable, "-m", "tortoise", "migrate"], cwd=ROOT,
-                              env=script_env(pg, pg.url(dbname)), capture_output=True, text=True,
-                              timeout=120, check=False)
-    assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+    migrate_database(pg, dbname)
     execute(pg, dbname, """
         CREATE FUNCTION slow_insert() RETURNS trigger LANGUAGE plpgsql AS
             $$ BEGIN PERFORM pg_sleep(60); RETURN NULL; END $$;

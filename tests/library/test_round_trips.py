@@ -27,8 +27,8 @@ import pytest
 
 from bench import pglog
 from bench.proxy import ProxyThread, Trace
-from tests import servers
-from tests.conftest import Postgres, run_script, script_env
+from tests.library import servers
+from tests.library.conftest import Postgres, run_script, script_env
 
 DELAY_MS = 100.0  # generous: a busy machine must not split one flight into two
 # script: (round trips without a HelloRetryRequest, with the SSLRequest; statements executed),
