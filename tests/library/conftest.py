@@ -271,14 +271,18 @@ PROJECT = ["main.py", "transactions.py", "settings.py", "app.py", "database", "m
            "pyproject.toml"]
 
 
-def copy_project(destination: Path) -> Path:
-    """A copy of the repository as a user starts from it (scripts, package, example, config)."""
+def copy_project(destination: Path, *, tests: bool = False) -> Path:
+    """A copy of the repository as a user starts from it (scripts, settings, app, package,
+    migrations, config; and ``tests/``, if asked, with the PostgreSQL of
+    ``python -m tests.library.get_postgres``)."""
     destination.mkdir(parents=True, exist_ok=True)
-    for name in PROJECT:
+    for name in PROJECT + (["tests"] if tests else []):
         source = ROOT / name
         if source.is_dir():
             shutil.copytree(source, destination / name,
-                            ignore=shutil.ignore_patterns("__pycache__"))
+                            ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache"))
         else:
             shutil.copy(source, destination / name)
+    if tests and (ROOT / ".cache").is_dir():
+        (destination / ".cache").symlink_to(ROOT / ".cache")
     return destination

@@ -33,15 +33,16 @@ def start_uvicorn(env: dict[str, str], log: Path, cwd: Path = ROOT,
 
 
 def create_tables(pg: Postgres, db_url: str) -> None:
-    """The schema, created the quickstart's way (as `python main.py` does, without a row)."""
+    """The schema, from the migrations (as `python main.py` applies them, without a row)."""
 
     async def go() -> None:
         settings = database.parse_database_url(db_url)
         if pg.server and pg.server.ca_path:
             settings.sslrootcert = str(pg.server.ca_path)
-        await Tortoise.init(config=database.tortoise_config(settings))
+        config = database.tortoise_config(settings)
+        await Tortoise.init(config=config)
         try:
-            await database.create_schema()
+            await database.migrate(config["apps"])
         finally:
             await Tortoise.close_connections()
 
