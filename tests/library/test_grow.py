@@ -88,9 +88,10 @@ def test_the_readme_path_on_one_database(pg: Postgres, dbname: str, db_url: str,
     # Testing your code: the README's test for Post, then the copy's own tests (its examples,
     # its new test and the library's configuration tests, on the grown project), green.
     (repo / "tests" / "test_posts.py").write_text(readme_block("Testing your code"))
-    tested = ok(run(repo, env, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests",
-                    "--ignore=tests/library", "tests/library/test_database_url.py",
-                    timeout=600))
+    yours = sorted(str(test.relative_to(repo)) for test in (repo / "tests").glob("test_*.py"))
+    assert yours == ["tests/test_app.py", "tests/test_posts.py", "tests/test_users.py"]
+    tested = ok(run(repo, env, "-m", "pytest", "-q", "-p", "no:cacheprovider", *yours,
+                    "tests/library/test_database_url.py", timeout=600))
     assert re.search(r"^\d+ passed", tested.splitlines()[-1]), tested
     assert "skipped" not in tested.splitlines()[-1] and "failed" not in tested, tested
 
