@@ -34,6 +34,10 @@ BUILDS = [] if REMOTE else servers.find_builds()
 ABSENT = [] if REMOTE else servers.absent(BUILDS)
 
 
+def pytest_sessionfinish() -> None:
+    hostnames.restore()  # /etc/hosts as the session found it
+
+
 def pytest_report_header() -> list[str]:
     if REMOTE:
         return ["PostgreSQL: TEST_DATABASE_URL (a remote server; the local ones are not used)"]
