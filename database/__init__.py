@@ -30,6 +30,19 @@ Each concern has its own module:
 
 from __future__ import annotations
 
+import sys
+from importlib.util import find_spec
+
+# Before anything imports them: a Python too old, or without the requirements, is one line.
+_MISSING = [name for module, name in (("tortoise", "tortoise-orm"), ("asyncpg", "asyncpg"),
+                                      ("dotenv", "python-dotenv")) if find_spec(module) is None]
+if sys.version_info < (3, 10) or _MISSING:
+    _found = (f"this is Python {sys.version.split()[0]}" if sys.version_info < (3, 10)
+              else f"{', '.join(_MISSING)} not installed for {sys.executable}")
+    raise SystemExit(f"Error: this project needs Python 3.10+ with its requirements ({_found}): "
+                     "python3 -m venv .venv && . .venv/bin/activate && "
+                     "pip install -r requirements.txt (Windows: .venv\\Scripts\\Activate.ps1)")
+
 from database import startup  # noqa: F401  # isort: skip (first: see startup.py)
 
 from typing import Any

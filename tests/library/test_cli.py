@@ -129,3 +129,28 @@ def test_the_handler_is_only_for_the_program_being_run() -> None:
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, text=True,
                             capture_output=True, timeout=60, check=False)
     assert result.stdout.strip() == "True", result.stderr
+
+
+@pytest.mark.parametrize("script", ["main.py", "transactions.py"])
+def test_a_python_without_the_requirements_is_one_line(script: str, tmp_path: Path) -> None:
+    """Outside the venv (here: without site-packages), one line saying what to run."""
+    result = subprocess.run([sys.executable, "-S", str(ROOT / script)], cwd=tmp_path, text=True,
+                            capture_output=True, timeout=60, check=False)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        ("Error: this project needs Python 3.10+ with its requirements (tortoise-orm, asyncpg, "
+        f"python-dotenv not installed for {sys.executable}): python3 -m venv .venv && "
+        ". .venv/bin/activate && pip install -r requirements.txt (Windows: "
+        ".venv\\Scripts\\Activate.ps1)")]
+
+
+def test_a_python_older_than_3_10_is_one_line() -> None:
+    code = ("import sys; sys.version_info = (3, 9, 18, 'final', 0); sys.version = '3.9.18'; "
+            "import database")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, text=True,
+                            capture_output=True, timeout=60, check=False)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        ("Error: this project needs Python 3.10+ with its requirements (this is Python 3.9.18): "
+        "python3 -m venv .venv && . .venv/bin/activate && pip install -r requirements.txt "
+        "(Windows: .venv\\Scripts\\Activate.ps1)")]
