@@ -1,12 +1,12 @@
-"""Fixtures: real PostgreSQL servers for the whole session, a fresh database for each test.
+"""The library's fixtures: real PostgreSQL servers for the session, a fresh database per test.
 
 The tests that use the ``pg`` fixture run once against each server (test ids ``[pg15]``,
 ``[pg18]``; the pytest header says which servers these are):
 1. TEST_DATABASE_URL (a Neon branch, or any PostgreSQL), if set, and nothing else: the tests
    create and drop their own databases there (a private CA needs ``sslrootcert=`` in that URL);
-2. otherwise every PostgreSQL on this machine (tests/library/servers.py ``find_builds``): the system's
-   (Debian: 15) and PostgreSQL 17+ from ``python -m tests.library.get_postgres``, each a throwaway
-   cluster with TLS (a throwaway CA) and SCRAM. In CI both must be there.
+2. otherwise every PostgreSQL on this machine (tests/library/servers.py ``find_builds``): the
+   system's (Debian: 15) and PostgreSQL 17+ from ``python -m tests.library.get_postgres``, each
+   a throwaway cluster with TLS (a throwaway CA) and SCRAM. In CI both must be there.
 """
 
 from __future__ import annotations
@@ -247,7 +247,8 @@ def pgbouncer(local_pg: servers.PostgresServer) -> Iterator[servers.PgBouncer]:
 def neon(tls_pg: Postgres, local_pg: servers.PostgresServer,
          tmp_path: Path) -> Iterator[NeonProxy]:
     """The Neon-faithful proxy (tests/library/neon_proxy.py) in front of the test server, reached by
-    Neon-shaped host names (tests/library/hostnames.py); its endpoint ``hostnames.ENDPOINT`` is awake."""
+    Neon-shaped host names (tests/library/hostnames.py); its endpoint ``hostnames.ENDPOINT`` is
+    awake."""
     reason = hostnames.ensure()
     if reason:
         missing(reason)

@@ -1,4 +1,4 @@
-"""Fetch a current PostgreSQL server with TLS for the tests: ``python -m tests.library.get_postgres``.
+"""A current PostgreSQL server with TLS for the tests: ``python -m tests.library.get_postgres``.
 
 The tests run against every server they find (tests/library/servers.py): the system's PostgreSQL
 (Debian's is 15) and the build this puts in ``.cache/postgres/`` (git-ignored). It comes from

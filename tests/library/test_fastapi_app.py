@@ -186,3 +186,14 @@ def test_startup_without_the_tables_names_the_fix(pg: Postgres, db_url: str,
     assert errors[0].startswith('ERROR:    Error: The database has no table for a model '
                                 '(relation "demo_users" does not exist): run `tortoise')
     assert "tortoise makemigrations` then `tortoise migrate`" in errors[0]
+
+
+def test_startup_with_a_column_missing_names_its_table(pg: Postgres, dbname: str, db_url: str,
+                                                       tmp_path: Path) -> None:
+    create_tables(pg, db_url)
+    execute(pg, dbname, "ALTER TABLE demo_users DROP COLUMN created_at")
+    errors = startup_failure(script_env(pg, db_url), tmp_path)
+    assert errors[0] == (
+        'ERROR:    Error: The database schema is behind the models (column "created_at" of '
+        'relation "demo_users" does not exist): run `tortoise makemigrations` then '
+        '`tortoise migrate`')
