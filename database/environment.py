@@ -40,9 +40,11 @@ def load_settings(*, for_migrations: bool = False) -> DatabaseSettings:
     direct = load_database_url(name=UNPOOLED) if for_migrations else None
     if direct is not None:
         try:
-            return parse_database_url(direct)
+            settings = parse_database_url(direct)
         except DatabaseError as exc:  # the line names the variable that holds the mistake
             raise DatabaseError(str(exc).replace("DATABASE_URL", UNPOOLED, 1)) from None
+        settings.variable = UNPOOLED
+        return settings
     url = load_database_url()
     if url is None:
         print(

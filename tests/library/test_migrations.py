@@ -101,3 +101,28 @@ def test_migrate_with_a_wrong_password_is_one_line(pg: Postgres, dbname: str,
         f"Error: Password authentication failed for user {parts.username} at {parts.hostname}: "
         "copy the connection string again from Neon's Connect dialog (or reset the role's "
         "password)")]
+
+
+def test_the_cli_uses_the_unpooled_string_and_the_scripts_do_not(
+    pg: Postgres, dbname: str, db_url: str, tmp_path: Path
+) -> None:
+    """Neon's two strings: `tortoise migrate` on DATABASE_URL_UNPOOLED, main.py on DATABASE_URL
+    (here one that names another database, so each run shows which string it used)."""
+    copy_project(tmp_path)
+    elsewhere = pg.url("qs_not_this_one")
+    env = script_env(pg, elsewhere, DATABASE_URL_UNPOOLED=db_url)
+    migrated = tortoise("migrate", env=env, cwd=tmp_path).stdout
+    assert "Applying models.0001_initial... OK" in migrated
+    assert query(pg, dbname, "SELECT name FROM tortoise_migrations")[0]["name"] == "0001_initial"
+    result = run_script("main.py", env=env, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "Database qs_not_this_one does not exist" in result.stderr
+    assert "in DATABASE_URL (" in result.stderr
+
+    # A mistake in the direct string: the line names that variable.
+    env = script_env(pg, db_url, DATABASE_URL_UNPOOLED=pg.url("qs_nor_this_one"))
+    failed = tortoise("migrate", env=env, cwd=tmp_path, expect=1)
+    host = urlsplit(db_url).hostname
+    assert failed.stderr.splitlines() == [
+        (f"Error: Database qs_nor_this_one does not exist at {host}: fix the name after the host "
+         "in DATABASE_URL_UNPOOLED (Neon's default is neondb)")]
