@@ -277,11 +277,12 @@ PROJECT = ["main.py", "transactions.py", "settings.py", "app.py", "database", "m
 
 
 def copy_project(destination: Path, *, tests: bool = False) -> Path:
-    """A copy of the repository as a user starts from it (scripts, settings, app, package,
-    migrations, config; and ``tests/``, if asked, with the PostgreSQL of
+    """A copy of the project (scripts, settings, app, your model modules, package, migrations,
+    config; and ``tests/``, if asked, with the PostgreSQL of
     ``python -m tests.library.get_postgres``)."""
     destination.mkdir(parents=True, exist_ok=True)
-    for name in PROJECT + (["tests"] if tests else []):
+    yours = [path.name for path in ROOT.glob("*.py") if path.name not in PROJECT]  # blog.py
+    for name in PROJECT + yours + (["tests"] if tests else []):
         source = ROOT / name
         if source.is_dir():
             shutil.copytree(source, destination / name,
