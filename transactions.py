@@ -6,9 +6,9 @@ Run it with `python transactions.py`. It works on a fresh database: it creates t
 import argparse
 import uuid
 
+import database
 from tortoise.transactions import in_transaction
 
-import database
 from main import User
 
 

@@ -2,10 +2,11 @@
 
 Run: python bench/roundtrips.py [--server pg18]   (about a minute per server)
 
-For each PostgreSQL with TLS the tests find (tests/servers.py: the system's, and PostgreSQL 17+
-from ``python -m tests.get_postgres``), it starts a throwaway server (TLS from a throwaway CA,
-SCRAM) and puts bench/proxy.py's counting proxy in front of it. Each script runs as a user runs
-it, in a fresh database, with DATABASE_URL pointing at the proxy in Neon's console form
+For each PostgreSQL with TLS the tests find (tests/library/servers.py: the system's, and
+PostgreSQL 17+ from ``python -m tests.library.get_postgres``), it starts a throwaway server (TLS
+from a throwaway CA, SCRAM) and puts bench/proxy.py's counting proxy in front of it. Each script
+runs as a user runs it, in a fresh database it ran in once already (the migrations applied:
+every run after the first), with DATABASE_URL pointing at the proxy in Neon's console form
 (``?sslmode=require&channel_binding=require``, so TLS is verified: SSL_CERT_FILE names the CA),
 plus ``&sslnegotiation=direct`` on PostgreSQL 17+ (direct TLS: no SSLRequest round trip).
 
@@ -54,7 +55,7 @@ import asyncpg
 
 from bench import pglog
 from bench.proxy import Flight, ProxyThread, Trace, describe_flights
-from tests import servers
+from tests.library import servers
 
 DELAY_MS = 25.0
 REPEATS = 7  # runs per script and delay; medians
@@ -123,9 +124,13 @@ class Bench:
         self.admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     def through_proxy(self, script: str, delay: float, query: str = "") -> Run:
-        """One run of ``script`` in a fresh database, through the proxy delaying by ``delay``."""
+        """One run of ``script`` in a fresh database, through the proxy delaying by ``delay``,
+        after a first run straight to the server (which applies the migrations)."""
         name = self.fresh_database()
         try:
+            first = self.straight(script, name)
+            if first.returncode != 0:
+                raise SystemExit(f"{script} failed ({first.returncode}):\n{first.stderr}")
             offset = pglog.log_size(self.server.logfile)
             self.proxy.clear()
             self.proxy.set_delay(delay)
@@ -337,7 +342,7 @@ def main() -> int:
         builds = [b for b in builds if b.id in args.server]
     if not builds:
         print("The bench needs PostgreSQL with TLS: apt-get install postgresql, or "
-              "python -m tests.get_postgres (PostgreSQL 18)")
+              "python -m tests.library.get_postgres (PostgreSQL 18)")
         return 2
     started = time.monotonic()
     ok = True

@@ -2,31 +2,45 @@
 
 The public surface, what main.py, transactions.py, the Tortoise CLI and the FastAPI app use:
 
-- ``connect()``           initialise Tortoise from DATABASE_URL, create the schema, always close
+- ``connect()``           initialise Tortoise from DATABASE_URL, apply migrations, always close
 - ``run(main())``         run a script: one ``Error:`` line instead of a traceback, clean Ctrl-C
-- ``MODELS``              the modules that define models (``config.py``): add yours there
-- ``TORTOISE_ORM``        Tortoise's config dict for its CLI (pyproject.toml) and web apps
-- ``tortoise_config()``   the same dict, for given settings or models
-- ``create_schema()``     create missing tables, safely when several processes start at once
+- ``MODELS``              the modules that define models: ``MODELS`` in your ``settings.py``
+- ``TORTOISE_ORM``        Tortoise's config dict for its CLI (DATABASE_URL_UNPOOLED if set)
+- ``tortoise_config()``   the config dict from DATABASE_URL (an app's), or given settings
+- ``migrate(apps)``       apply migrations/ as ``tortoise migrate`` does, safely when several
+                          processes start at once (``create_schema()`` without migrations)
 - ``check_schema()``      check that migrations created every model's table and columns
 - ``OneLineStartupErrors`` a web app's start-up failure as one line (``asgi.py``)
 - ``DatabaseError``, ``explain_error()``   the one-line errors
 
 Each concern has its own module:
 
-- ``environment.py`` DATABASE_URL from the environment or ``.env`` (SQLite when unset)
+- ``environment.py`` DATABASE_URL(_UNPOOLED) from the environment or ``.env`` (else SQLite)
 - ``url.py``         DATABASE_URL -> DatabaseSettings (every form Neon users paste)
 - ``settings.py``    DatabaseSettings: what the URL says, safe to print
 - ``tls.py``         the verifying TLS context, with ALPN
-- ``config.py``      MODELS and Tortoise's config dict (pool hooks included)
+- ``config.py``      Tortoise's config dict (settings.MODELS, pool hooks)
 - ``connecting.py``  connect retries: what waiting can fix, within a deadline
 - ``errors.py``      one line per failure, with the fix
-- ``schema.py``      create_schema() and check_schema()
+- ``schema.py``      migrate(), create_schema() and check_schema()
 - ``script.py``      connect() and run() for the scripts
 - ``asgi.py``        one-line start-up errors for the FastAPI app
 """
 
 from __future__ import annotations
+
+import sys
+from importlib.util import find_spec
+
+# Before anything imports them: a Python too old, or without the requirements, is one line.
+_MISSING = [name for module, name in (("tortoise", "tortoise-orm"), ("asyncpg", "asyncpg"),
+                                      ("dotenv", "python-dotenv")) if find_spec(module) is None]
+if sys.version_info < (3, 10) or _MISSING:
+    _found = (f"this is Python {sys.version.split()[0]}" if sys.version_info < (3, 10)
+              else f"{', '.join(_MISSING)} not installed for {sys.executable}")
+    raise SystemExit(f"Error: this project needs Python 3.10+ with its requirements ({_found}): "
+                     "python3 -m venv .venv && . .venv/bin/activate && "
+                     "pip install -r requirements.txt (Windows: .venv\\Scripts\\Activate.ps1)")
 
 from typing import Any
 
@@ -34,7 +48,7 @@ from database.asgi import OneLineStartupErrors
 from database.config import MODELS, tortoise_config
 from database.environment import load_settings
 from database.errors import DatabaseError, explain_error
-from database.schema import SCHEMA_LOCK_ID, check_schema, create_schema
+from database.schema import SCHEMA_LOCK_ID, check_schema, create_schema, migrate
 from database.script import connect, one_line_errors_for_other_tools, run
 from database.settings import DatabaseSettings
 from database.tls import ssl_option
@@ -43,18 +57,19 @@ from database.url import parse_database_url
 __all__ = [
     "MODELS", "SCHEMA_LOCK_ID", "TORTOISE_ORM", "DatabaseError", "DatabaseSettings",
     "OneLineStartupErrors", "check_schema", "connect", "create_schema", "explain_error",
-    "load_settings", "parse_database_url", "run", "ssl_option", "tortoise_config",
+    "load_settings", "migrate", "parse_database_url", "run", "ssl_option", "tortoise_config",
 ]
 
-#: Tortoise's config dict, for its CLI (pyproject.toml: ``database.TORTOISE_ORM``) and web apps.
-#: Built from DATABASE_URL each time it is read (by ``__getattr__`` below), not at import, so
-#: that importing this package never fails and always sees the current DATABASE_URL. Reading it
-#: also makes a database error that ends the process (``tortoise migrate``) one line.
+#: Tortoise's config dict for its CLI (pyproject.toml: ``database.TORTOISE_ORM``): migrations,
+#: so DATABASE_URL_UNPOOLED (Neon's direct string) when set, else DATABASE_URL; an app uses
+#: ``tortoise_config()`` (DATABASE_URL). Built each time it is read (by ``__getattr__`` below),
+#: not at import, so that importing this package never fails and always sees the current
+#: environment. Reading it also makes a database error that ends the process one line.
 TORTOISE_ORM: dict[str, Any]
 
 
 def __getattr__(name: str) -> Any:
     if name == "TORTOISE_ORM":
         one_line_errors_for_other_tools()
-        return tortoise_config()
+        return tortoise_config(load_settings(for_migrations=True))
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""Tortoise ORM's config: the model modules, and the database connection from DATABASE_URL."""
+"""Tortoise ORM's config: the model modules (settings.MODELS) and the connection from the URL."""
 
 from __future__ import annotations
 
@@ -10,15 +10,27 @@ from collections.abc import Iterable
 from typing import Any
 
 import asyncpg
-
 from database.connecting import RetryingConnect
 from database.environment import load_settings
 from database.settings import DatabaseSettings
 from database.tls import ssl_option
 
-# Every module that defines models. Add yours here: "models" for a models.py beside main.py.
-# Both scripts, the Tortoise CLI (migrations), the FastAPI app and the tests read this list.
-MODELS = ["main"]
+DEFAULT_MODELS = ["main"]  # without a settings.py: main.py's User
+
+
+def project_models() -> list[str]:
+    """``MODELS`` from the project's ``settings.py`` (beside main.py), or ``["main"]``."""
+    try:
+        project = importlib.import_module("settings")
+    except ModuleNotFoundError as exc:
+        if exc.name != "settings":
+            raise
+        return list(DEFAULT_MODELS)
+    return list(getattr(project, "MODELS", DEFAULT_MODELS))
+
+
+# Every module that defines models: the project's settings.MODELS, read once.
+MODELS = project_models()
 
 
 def model_modules(models: Iterable[str] = MODELS) -> list[str]:

@@ -11,7 +11,6 @@ import time
 from typing import Any
 
 import asyncpg
-
 from database.errors import (
     DatabaseError,
     explain_connect_error,

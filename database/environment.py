@@ -1,20 +1,20 @@
-"""DATABASE_URL from the environment or ``.env``: the settings for this run."""
+"""DATABASE_URL (and DATABASE_URL_UNPOOLED) from the environment or ``.env``: the settings."""
 
 from __future__ import annotations
 
 import os
 
-from dotenv import find_dotenv, load_dotenv
-
 from database.errors import DatabaseError
 from database.settings import DatabaseSettings
 from database.url import parse_database_url
+from dotenv import find_dotenv, load_dotenv
 
 SQLITE_FILE = "quickstart.sqlite3"  # where the demo runs when DATABASE_URL is unset
+UNPOOLED = "DATABASE_URL_UNPOOLED"  # Neon's name for the direct string: for migrations
 
 
-def load_database_url(env_file: str | None = None) -> str | None:
-    """DATABASE_URL from the environment, or from ``.env``; None when unset or empty.
+def load_database_url(env_file: str | None = None, name: str = "DATABASE_URL") -> str | None:
+    """DATABASE_URL (or ``name``) from the environment, or ``.env``; None when unset or empty.
 
     ``.env`` is python-dotenv's: beside the scripts or in a folder above them.
     """
@@ -27,11 +27,23 @@ def load_database_url(env_file: str | None = None) -> str | None:
         except ValueError as exc:  # a NUL character, or a name with "=": no environment has those
             raise DatabaseError(f"{env_file} has a line that cannot be an environment variable "
                                 f"({exc}): fix or remove that line") from None
-    return os.environ.get("DATABASE_URL", "").strip() or None
+    return os.environ.get(name, "").strip() or None
 
 
-def load_settings() -> DatabaseSettings:
-    """The settings for this run: DATABASE_URL, or the local SQLite default (announced)."""
+def load_settings(*, for_migrations: bool = False) -> DatabaseSettings:
+    """The settings for this run: DATABASE_URL, or the local SQLite default (announced).
+
+    ``for_migrations`` (the Tortoise CLI): DATABASE_URL_UNPOOLED when it is set, Neon's direct
+    string (`neonctl env pull` and Vercel's integration write both), else DATABASE_URL.
+    """
+    direct = load_database_url(name=UNPOOLED) if for_migrations else None
+    if direct is not None:
+        try:
+            settings = parse_database_url(direct)
+        except DatabaseError as exc:  # the line names the variable that holds the mistake
+            raise DatabaseError(str(exc).replace("DATABASE_URL", UNPOOLED, 1)) from None
+        settings.variable = UNPOOLED
+        return settings
     url = load_database_url()
     if url is None:
         print(

@@ -45,11 +45,11 @@ NEON_FAILURES = (
                 "or a typo in the endpoint id ({endpoint})"),
     NeonFailure(r'database ".*" does not exist', False,
                 "Database {database} does not exist at {host}: fix the name after the host in "
-                "DATABASE_URL (Neon's default is neondb)"),
+                "{variable} (Neon's default is neondb)"),
     NeonFailure(r"Endpoint ID is not specified", False,
                 "Neon cannot tell which endpoint {host} means (Endpoint ID is not specified): use "
                 "the host name from Neon's Connect dialog (ep-....neon.tech), or add "
-                "options=endpoint%3D<endpoint-id> to DATABASE_URL (the host's first part)"),
+                "options=endpoint%3D<endpoint-id> to {variable} (the host's first part)"),
     NeonFailure(r"Inconsistent project name", False,
                 "{message}: the endpoint in options=endpoint%3D... must be the host's first part "
                 "({label}); remove the option, the host name is enough"),
@@ -91,7 +91,7 @@ def explain_neon(failure: NeonFailure, exc: BaseException, s: DatabaseSettings,
     return failure.line.format(
         host=s.host, label=label, user=s.user,
         endpoint=named.group(1) if named else label.removesuffix("-pooler"),
-        database=s.database, message=str(exc).splitlines()[0].rstrip("."),
+        database=s.database, message=str(exc).splitlines()[0].rstrip("."), variable=s.variable,
         deadline=s.connect_deadline, attempts=attempts,
         use_pooler="" if s.pooled else "use the pooled (-pooler) connection string, ")
 
@@ -104,7 +104,7 @@ def explain_gave_up(exc: BaseException, s: DatabaseSettings, attempts: int,
         return explain_neon(failure, exc, s, attempts)
     return (f"Could not connect to {s.where} within {within:g} s "
             f"({failure_reason(exc)}, {attempts} attempts): check that the host and port in "
-            "DATABASE_URL are right and that the database is running")
+            f"{s.variable} are right and that the database is running")
 
 
 def _refused(exc: BaseException) -> bool:
@@ -159,18 +159,18 @@ def explain_connect_error(exc: BaseException, s: DatabaseSettings) -> str:
     if isinstance(exc, asyncpg.InvalidCatalogNameError):
         return (
             f"Database {s.database} does not exist at {s.host}: fix the name after the host in "
-            "DATABASE_URL (Neon's default is neondb)"
+            f"{s.variable} (Neon's default is neondb)"
         )
     if isinstance(exc, asyncpg.PostgresError) and s.sslmode in ("disable", "allow") and any(
         word in message.lower() for word in ("no encryption", "ssl", "insecure")
     ):
-        return f"{s.host} requires TLS: remove sslmode={s.sslmode} from DATABASE_URL"
+        return f"{s.host} requires TLS: remove sslmode={s.sslmode} from {s.variable}"
     if isinstance(exc, asyncpg.InvalidAuthorizationSpecificationError):
         return f"The server refused user {s.user}: {message.splitlines()[0]}"
     if isinstance(exc, socket.gaierror) and exc.errno == socket.EAI_AGAIN:
         return f"Could not look up the host {s.host} (DNS not answering): check your network"
     if isinstance(exc, socket.gaierror):
-        return f"Cannot find the host {s.host}: check the host name in DATABASE_URL for a typo"
+        return f"Cannot find the host {s.host}: check the host name in {s.variable} for a typo"
     if isinstance(exc, ssl.SSLCertVerificationError):
         return (
             f"TLS certificate verification failed for {s.host} ({exc.verify_message}): check "
@@ -180,14 +180,14 @@ def explain_connect_error(exc: BaseException, s: DatabaseSettings) -> str:
         return (
             f"Direct TLS failed at {s.host} ({failure_reason(exc)}): the server may not "
             "support it (PostgreSQL 17+ and Neon do); remove sslnegotiation=direct from "
-            "DATABASE_URL"
+            f"{s.variable}"
         )
     if isinstance(exc, ssl.SSLError):
-        return f"TLS failed at {s.host} ({exc.reason or exc}): check sslmode in DATABASE_URL"
+        return f"TLS failed at {s.host} ({exc.reason or exc}): check sslmode in {s.variable}"
     if "rejected SSL upgrade" in message:
         return (
             f"{s.host} does not offer TLS: for a trusted server on your own network, add "
-            "sslmode=disable to DATABASE_URL"
+            f"sslmode=disable to {s.variable}"
         )
     return f"Could not connect to {s.where}: {failure_reason(exc)}"
 
@@ -217,4 +217,10 @@ def explain_error(exc: BaseException) -> str:
         "has no column named" in first
     ):
         return f"The database schema is behind the models ({first}): {MIGRATE}"
+    if isinstance(exc, asyncpg.DuplicateTableError) or (
+        "already exists" in first and first.startswith("table ")  # SQLite's
+    ):
+        return (f"A migration creates a table the database already has ({first}), made without "
+                "migrations: if it matches the models, record the migration as applied with "
+                "`tortoise migrate --fake`, then run again")
     return f"{type(exc).__name__}: {first}"

@@ -10,22 +10,22 @@ from collections.abc import AsyncIterator, Coroutine, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from tortoise import Tortoise
-
 from database.config import MODELS, tortoise_config
 from database.environment import load_settings
 from database.errors import USER_FACING, explain_error
-from database.schema import create_schema
+from database.schema import migrate
 from database.settings import DatabaseSettings
+from tortoise import Tortoise
 
 
 @asynccontextmanager
 async def connect(models: Iterable[str] = MODELS) -> AsyncIterator[DatabaseSettings]:
-    """Initialise Tortoise from DATABASE_URL, create the schema, and close on every path."""
+    """Initialise Tortoise from DATABASE_URL, apply the migrations, and close on every path."""
     settings = load_settings()
-    await Tortoise.init(config=tortoise_config(settings, models))
+    config = tortoise_config(settings, models)
+    await Tortoise.init(config=config)
     try:
-        await create_schema()
+        await migrate(config["apps"])
         print(settings.describe())
         yield settings
     finally:

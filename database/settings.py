@@ -25,6 +25,7 @@ class DatabaseSettings:
     statement_cache_size: int | None = None
     connect_deadline: float = CONNECT_DEADLINE
     server_settings: dict[str, str] = field(default_factory=dict)
+    variable: str = "DATABASE_URL"  # where the URL came from, for the error lines
 
     @property
     def address(self) -> str:

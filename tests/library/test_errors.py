@@ -11,8 +11,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests import servers
-from tests.conftest import Postgres, query, run_script, script_env, unreached_url
+from tests.library import servers
+from tests.library.conftest import Postgres, query, run_script, script_env, unreached_url
 
 PASSWORD = servers.APP_PASSWORD
 

@@ -11,27 +11,32 @@ import time
 from pathlib import Path
 
 import pytest
-
 from database import SCHEMA_LOCK_ID
-from tests import servers
-from tests.conftest import ROOT, Postgres, execute, query, script_env, start_script
+
+from tests.library.conftest import (
+    ROOT,
+    Postgres,
+    execute,
+    migrate_database,
+    query,
+    script_env,
+    start_script,
+)
 
 LOCK = 4_242_001  # an advisory lock the test holds to pause the script's INSERT
 SIGPIPE_EXIT = 141  # what a shell shows for `seq 1000000 | head -1`'s seq: 128 + SIGPIPE
 
 
 def pause_inserts(pg: Postgres, dbname: str) -> None:
-    """The quickstart's table, with a trigger that waits for the test's advisory lock."""
+    """The quickstart's table (from the migrations), with a trigger that waits for the test's
+    advisory lock."""
+    migrate_database(pg, dbname)
     execute(pg, dbname, f"""
-        CREATE TABLE demo_users (id serial PRIMARY KEY, name varchar(50) NOT NULL,
-                                 created_at timestamptz NOT NULL);
         CREATE FUNCTION wait_for_the_test() RETURNS trigger LANGUAGE plpgsql AS
             $$ BEGIN PERFORM pg_advisory_xact_lock_shared({LOCK}); RETURN NULL; END $$;
         CREATE TRIGGER paused AFTER INSERT ON demo_users
             FOR EACH ROW EXECUTE FUNCTION wait_for_the_test();
     """)
-    if pg.server:  # created as the superuser: hand it to the scripts' user
-        execute(pg, dbname, f"ALTER TABLE demo_users OWNER TO {servers.APP_USER}")
 
 
 def users(pg: Postgres, dbname: str) -> int:
@@ -194,3 +199,28 @@ def test_importing_the_package_leaves_ctrl_c_alone() -> None:
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, text=True,
                             capture_output=True, timeout=60, check=False)
     assert result.stdout.strip() == "True", result.stderr
+
+
+@pytest.mark.parametrize("script", ["main.py", "transactions.py"])
+def test_a_python_without_the_requirements_is_one_line(script: str, tmp_path: Path) -> None:
+    """Outside the venv (here: without site-packages), one line saying what to run."""
+    result = subprocess.run([sys.executable, "-S", str(ROOT / script)], cwd=tmp_path, text=True,
+                            capture_output=True, timeout=60, check=False)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        ("Error: this project needs Python 3.10+ with its requirements (tortoise-orm, asyncpg, "
+        f"python-dotenv not installed for {sys.executable}): python3 -m venv .venv && "
+        ". .venv/bin/activate && pip install -r requirements.txt (Windows: "
+        ".venv\\Scripts\\Activate.ps1)")]
+
+
+def test_a_python_older_than_3_10_is_one_line() -> None:
+    code = ("import sys; sys.version_info = (3, 9, 18, 'final', 0); sys.version = '3.9.18'; "
+            "import database")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, text=True,
+                            capture_output=True, timeout=60, check=False)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        ("Error: this project needs Python 3.10+ with its requirements (this is Python 3.9.18): "
+        "python3 -m venv .venv && . .venv/bin/activate && pip install -r requirements.txt "
+        "(Windows: .venv\\Scripts\\Activate.ps1)")]

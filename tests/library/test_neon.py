@@ -1,6 +1,6 @@
 """Neon as it really behaves: the scripts and the app through the Neon-faithful proxy.
 
-The proxy (tests/neon_proxy.py) sits in front of the test PostgreSQL (and, for the pooled
+The proxy (tests/library/neon_proxy.py) sits in front of the test PostgreSQL (and, for the pooled
 ``-pooler`` host, a real PgBouncer in transaction mode) and answers as Neon's proxy does: its
 own failures as SQLSTATE XX000 with the message text only, cold starts, suspends.
 """
@@ -14,10 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests import hostnames, neon_proxy, servers
-from tests.conftest import Postgres, neon_url, query, run_script, script_env
-from tests.neon_proxy import NeonProxy, Target
-from tests.test_fastapi_app import create_tables, start_uvicorn, wait_until_up
+from tests.library import hostnames, neon_proxy, servers
+from tests.library.conftest import Postgres, neon_url, query, run_script, script_env
+from tests.library.neon_proxy import NeonProxy, Target
+from tests.library.test_fastapi_app import create_tables, start_uvicorn, wait_until_up
 
 MAIN_ENDPOINT = hostnames.ENDPOINT
 

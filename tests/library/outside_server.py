@@ -1,6 +1,6 @@
 """The suite against a PostgreSQL it did not start, as TEST_DATABASE_URL users run it.
 
-    python -m tests.outside_server [pytest arguments]
+    python -m tests.library.outside_server [pytest arguments]
 
 CI's proof (``.ci/outside-server``) that the suite passes against someone else's server (a Neon
 branch, a company server): it starts a throwaway cluster of its own, with TLS from a throwaway CA
@@ -19,19 +19,19 @@ import sys
 import time
 from urllib.parse import quote
 
-from tests import servers
+from tests.library import servers
 
 # With the trust in the URL: the scripts, the FastAPI app, a connect error.
 SSLROOTCERT_TESTS = [
-    "tests/test_scripts.py::test_main_twice_with_neon_console_url",
-    "tests/test_scripts.py::test_transactions_on_a_fresh_database",
-    "tests/test_fastapi_app.py::test_create_and_list_users_newest_first",
-    "tests/test_errors.py::test_wrong_password",
+    "tests/library/test_scripts.py::test_main_twice_with_neon_console_url",
+    "tests/library/test_scripts.py::test_transactions_on_a_fresh_database",
+    "tests/library/test_fastapi_app.py::test_create_and_list_users_newest_first",
+    "tests/library/test_errors.py::test_wrong_password",
 ]
 
 
 # 30 s against a silent socket of its own, never the database server: the normal run has it.
-NOT_AGAIN = ["--deselect", "tests/test_errors.py::test_host_that_never_answers_times_out"]
+NOT_AGAIN = ["--deselect", "tests/library/test_errors.py::test_host_that_never_answers_times_out"]
 
 
 def pytest(args: list[str], env: dict[str, str]) -> int:
@@ -48,7 +48,7 @@ def main(args: list[str]) -> int:
     server = start_server()
     if server is None:
         print("The outside-server run needs a PostgreSQL with TLS: apt-get install postgresql, "
-              "or python -m tests.get_postgres", file=sys.stderr)
+              "or python -m tests.library.get_postgres", file=sys.stderr)
         return 1
     try:
         by_name = dataclasses.replace(server, host="localhost")  # the certificate names it too

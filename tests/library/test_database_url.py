@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import ssl
+import sys
+import types
+from pathlib import Path
 
 import asyncpg
-import pytest
-
 import database
+import pytest
 from database import DatabaseError, parse_database_url, tortoise_config
+from database.config import project_models
 from database.connecting import is_not_ready
 from database.environment import load_database_url
 from database.errors import failure_reason
-from tests.conftest import ROOT
+
+from tests.library.conftest import ROOT
 
 NEON = "ep-cool-darkness-123456.us-east-2.aws.neon.tech"
 POOLER = "ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech"
@@ -209,7 +213,35 @@ def test_sqlite_urls_and_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATABASE_URL", "")
     config = database.TORTOISE_ORM
     assert config["connections"]["default"]["engine"] == "tortoise.backends.sqlite"
-    assert config["apps"]["models"]["models"] == ["main"]
+    assert config["apps"]["models"]["models"] == database.MODELS  # settings.py: yours
+
+
+def test_migrations_use_the_unpooled_string_when_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Neon's two names: the CLI (TORTOISE_ORM) takes DATABASE_URL_UNPOOLED, an app DATABASE_URL."""
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://alex:secret@{POOLER}/neondb")
+    monkeypatch.setenv("DATABASE_URL_UNPOOLED", f"postgresql://alex:secret@{NEON}/neondb")
+    def host(config: dict) -> str:
+        return config["connections"]["default"]["credentials"]["host"]
+
+    assert host(database.TORTOISE_ORM) == NEON
+    assert host(tortoise_config()) == POOLER
+    monkeypatch.setenv("DATABASE_URL_UNPOOLED", "")
+    assert host(database.TORTOISE_ORM) == POOLER  # unset or empty: DATABASE_URL for both
+    monkeypatch.setenv("DATABASE_URL_UNPOOLED", "postgresql://<user>:<password>@<endpoint>/neondb")
+    with pytest.raises(DatabaseError, match=r"^DATABASE_URL_UNPOOLED still holds the placeholder"):
+        database.TORTOISE_ORM  # noqa: B018
+
+
+def test_models_come_from_the_projects_settings(monkeypatch: pytest.MonkeyPatch,
+                                                tmp_path: Path) -> None:
+    project = types.ModuleType("settings")
+    monkeypatch.setitem(sys.modules, "settings", project)
+    assert project_models() == ["main"]  # a settings.py without MODELS
+    project.MODELS = ["main", "blog"]  # type: ignore[attr-defined]
+    assert project_models() == ["main", "blog"]
+    monkeypatch.delitem(sys.modules, "settings")
+    monkeypatch.setattr(sys, "path", [str(tmp_path)])  # no settings.py at all
+    assert project_models() == ["main"]
 
 
 @pytest.mark.parametrize(("url", "message"), [

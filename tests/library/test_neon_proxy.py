@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import ssl
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 
-from tests import hostnames, neon_proxy, servers
-from tests.conftest import run
-from tests.neon_proxy import NeonProxy
+from tests.library import hostnames, neon_proxy, servers
+from tests.library.conftest import run
+from tests.library.neon_proxy import NeonProxy
 
 
 def context(proxy_ca: str, alpn: list[str] | None = None) -> ssl.SSLContext:
@@ -116,3 +117,20 @@ def test_suspend_closes_open_connections_neons_way(neon: NeonProxy, ca: str, hos
         assert isinstance(fatal, asyncpg.AdminShutdownError) and fatal.sqlstate == "57P01"
         assert str(fatal) == "terminating connection due to administrator command"
     assert neon.endpoints[hostnames.ENDPOINT].suspended
+
+
+@pytest.mark.parametrize("before", ["127.0.0.1 localhost\n", "127.0.0.1 localhost", ""])
+def test_the_hosts_block_comes_out_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         before: str) -> None:
+    """As root the suite adds its names to /etc/hosts; at the session's end the file is as it
+    was (here on a copy: the names cannot resolve through it, so ensure() says so)."""
+    hosts = tmp_path / "hosts"
+    hosts.write_text(before)
+    monkeypatch.setattr(hostnames.os, "geteuid", lambda: 0, raising=False)
+    names = ("ep-nowhere-a0a0a0a0.invalid",)  # resolves nowhere, whatever /etc/hosts holds
+    assert hostnames.ensure(names, hosts_file=hosts) is not None  # written, not what resolves
+    assert hostnames.BEGIN in hosts.read_text() and hosts.read_text().startswith(before)
+    hostnames.ensure(names, hosts_file=hosts)  # again: still one block
+    assert hosts.read_text().count(hostnames.BEGIN) == 1
+    hostnames.restore()
+    assert hosts.read_text() == before

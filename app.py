@@ -1,7 +1,7 @@
 """The quickstart's User model behind a small FastAPI app, on the same DATABASE_URL.
 
-Run it from the repository root: ``uvicorn examples.fastapi_app:app``. DATABASE_URL comes from
-.env, as for main.py, and the models from ``database.MODELS``, as for the Tortoise CLI.
+Run it from the repository root: ``uvicorn app:app``. DATABASE_URL comes from .env, as for
+main.py, and the models from ``MODELS`` in settings.py, as for the Tortoise CLI.
 
 The schema: this app does not create tables. An app's models change, and only migrations can
 follow them (``tortoise makemigrations`` then ``tortoise migrate``, see the README), so at
@@ -16,19 +16,19 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Annotated
 
+import database
 from fastapi import FastAPI, HTTPException, Query
 from pydantic import BaseModel, ConfigDict, field_validator
 from tortoise import connections
 from tortoise.contrib.fastapi import RegisterTortoise
 
-import database
 from main import User
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Connect with the database package's config, check the schema, close on shutdown.
-    async with RegisterTortoise(app, config=database.TORTOISE_ORM):
+    async with RegisterTortoise(app, config=database.tortoise_config()):
         await database.check_schema()
         yield
 

@@ -1,4 +1,4 @@
-"""examples/fastapi_app.py served by uvicorn, as the README runs it, against the test PostgreSQL."""
+"""app.py served by uvicorn, as the README runs it, against the test PostgreSQL."""
 
 from __future__ import annotations
 
@@ -9,39 +9,40 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import database
 import httpx
 import pytest
 from tortoise import Tortoise
 
-import database
-from tests import servers
-from tests.conftest import ROOT, Postgres, execute, query, run, script_env
-from tests.servers import free_port
+from tests.library import servers
+from tests.library.conftest import ROOT, Postgres, execute, query, run, script_env
+from tests.library.servers import free_port
 
 NAME_RULE = "the name must be 1 to 50 characters"
 
 
 def start_uvicorn(env: dict[str, str], log: Path, cwd: Path = ROOT,
                   ) -> tuple[subprocess.Popen[bytes], int]:
-    """`uvicorn examples.fastapi_app:app --port PORT`, as the README runs it."""
+    """`uvicorn app:app --port PORT`, as the README runs it."""
     port = free_port()
     with log.open("w") as out:
         server = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "examples.fastapi_app:app", "--port", str(port)],
+            [sys.executable, "-m", "uvicorn", "app:app", "--port", str(port)],
             env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
     return server, port
 
 
 def create_tables(pg: Postgres, db_url: str) -> None:
-    """The schema, created the quickstart's way (as `python main.py` does, without a row)."""
+    """The schema, from the migrations (as `python main.py` applies them, without a row)."""
 
     async def go() -> None:
         settings = database.parse_database_url(db_url)
         if pg.server and pg.server.ca_path:
             settings.sslrootcert = str(pg.server.ca_path)
-        await Tortoise.init(config=database.tortoise_config(settings))
+        config = database.tortoise_config(settings)
+        await Tortoise.init(config=config)
         try:
-            await database.create_schema()
+            await database.migrate(config["apps"])
         finally:
             await Tortoise.close_connections()
 
@@ -185,3 +186,14 @@ def test_startup_without_the_tables_names_the_fix(pg: Postgres, db_url: str,
     assert errors[0].startswith('ERROR:    Error: The database has no table for a model '
                                 '(relation "demo_users" does not exist): run `tortoise')
     assert "tortoise makemigrations` then `tortoise migrate`" in errors[0]
+
+
+def test_startup_with_a_column_missing_names_its_table(pg: Postgres, dbname: str, db_url: str,
+                                                       tmp_path: Path) -> None:
+    create_tables(pg, db_url)
+    execute(pg, dbname, "ALTER TABLE demo_users DROP COLUMN created_at")
+    errors = startup_failure(script_env(pg, db_url), tmp_path)
+    assert errors[0] == (
+        'ERROR:    Error: The database schema is behind the models (column "created_at" of '
+        'relation "demo_users" does not exist): run `tortoise makemigrations` then '
+        '`tortoise migrate`')

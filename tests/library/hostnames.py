@@ -3,8 +3,9 @@
 The client treats ``*.neon.tech`` hosts as Neon (the pooled ``-pooler`` host, the endpoint in
 the first label), and Neon's proxy reads the endpoint from the TLS SNI host name: so the tests
 connect to the Neon-faithful proxy through names of Neon's own shape, which must resolve to
-127.0.0.1. As root (CI), ``ensure()`` adds them to /etc/hosts inside a marked block (idempotent);
-otherwise it says which line to add.
+127.0.0.1. As root (CI), ``ensure()`` adds them to /etc/hosts inside a marked block (idempotent),
+and ``restore()`` (at the end of the session: conftest.py) takes that block out again, leaving
+the file as it was; otherwise it says which line to add.
 """
 
 from __future__ import annotations
@@ -51,9 +52,8 @@ def ensure(names: tuple[str, ...] = NAMES, hosts_file: Path = HOSTS_FILE) -> str
         return (f"the Neon-shaped test host names do not resolve to 127.0.0.1: add this line to "
                 f"{hosts_file} (the tests add it themselves when run as root): {line}")
     text = hosts_file.read_text() if hosts_file.exists() else ""
-    if BEGIN in text and END in text:  # replace our block, keep everything else
-        head, _, rest = text.partition(BEGIN)
-        text = head + rest.partition(END)[2].lstrip("\n")
+    text = without_block(text)
+    _added.setdefault(hosts_file, text.endswith("\n") or not text)
     if text and not text.endswith("\n"):
         text += "\n"
     hosts_file.write_text(text + hosts_block(names))  # in place: /etc/hosts may be a mount
@@ -62,3 +62,24 @@ def ensure(names: tuple[str, ...] = NAMES, hosts_file: Path = HOSTS_FILE) -> str
         return (f"{', '.join(still)} still do not resolve to 127.0.0.1 after adding them to "
                 f"{hosts_file}: check the 'hosts:' line of /etc/nsswitch.conf (files first)")
     return None
+
+
+_added: dict[Path, bool] = {}  # hosts files ensure() wrote to: did each end in a line break?
+
+
+def without_block(text: str) -> str:
+    """``text`` without our marked block (everything else kept as it is)."""
+    if BEGIN in text and END in text:
+        head, _, rest = text.partition(BEGIN)
+        text = head + rest.partition(END)[2].lstrip("\n")
+    return text
+
+
+def restore() -> None:
+    """Take our block out of every hosts file ``ensure()`` added it to: the file as it was."""
+    for hosts_file, ended_in_newline in list(_added.items()):
+        text = without_block(hosts_file.read_text())
+        if not ended_in_newline and text.endswith("\n"):
+            text = text[:-1]
+        hosts_file.write_text(text)
+        del _added[hosts_file]

