@@ -278,11 +278,19 @@ PROJECT = ["main.py", "transactions.py", "settings.py", "app.py", "database", "m
 
 def copy_project(destination: Path, *, tests: bool = False) -> Path:
     """A copy of the project (scripts, settings, app, your model modules, package, migrations,
-    config; and ``tests/``, if asked, with the PostgreSQL of
-    ``python -m tests.library.get_postgres``)."""
+    config), or with ``tests`` the whole checkout as a user has it (``tests/``, the
+    requirements, the bench; the PostgreSQL of ``python -m tests.library.get_postgres``), but
+    no venv, caches or git."""
     destination.mkdir(parents=True, exist_ok=True)
-    yours = [path.name for path in ROOT.glob("*.py") if path.name not in PROJECT]  # blog.py
-    for name in PROJECT + yours + (["tests"] if tests else []):
+    if tests:
+        skip = {".git", ".env", ".cache", ".venv", ".venv-ci", "venv", ".mypy_cache",
+                ".ruff_cache", ".pytest_cache", "__pycache__"}
+        names = [path.name for path in ROOT.iterdir()
+                 if path.name not in skip and not path.name.endswith(".sqlite3")]
+    else:
+        yours = [path.name for path in ROOT.glob("*.py") if path.name not in PROJECT]  # blog.py
+        names = PROJECT + yours
+    for name in names:
         source = ROOT / name
         if source.is_dir():
             shutil.copytree(source, destination / name,
