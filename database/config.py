@@ -65,7 +65,9 @@ def tortoise_config(
             "ssl": ssl_option(settings),
             "direct_tls": settings.direct_tls,
             "server_settings": dict(settings.server_settings),
-            "minsize": 1,
+            # No floor: connections that a suspend closed are not reopened until a request needs
+            # one, so an idle app lets Neon scale the compute to zero (docs/app-on-neon.md).
+            "minsize": 0,
             "maxsize": 5,
             "connect": RetryingConnect(settings),
             "reset": keep_session,
@@ -73,7 +75,8 @@ def tortoise_config(
         }
         if settings.statement_cache_size is not None:
             credentials["statement_cache_size"] = settings.statement_cache_size
-        connection = {"engine": "tortoise.backends.asyncpg", "credentials": credentials}
+        # Tortoise's asyncpg client with retries and the statement-cache switch (client.py)
+        connection = {"engine": "database.client", "credentials": credentials}
     return {
         "connections": {"default": connection},
         "apps": {
