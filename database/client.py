@@ -24,6 +24,7 @@ import asyncpg
 from tortoise.backends.asyncpg.client import AsyncpgDBClient, TransactionWrapper
 from tortoise.backends.base.client import (
     NestedTransactionContext,
+    PoolConnectionWrapper,
     TransactionalDBClient,
     TransactionContext,
     TransactionContextPooled,
@@ -78,8 +79,25 @@ def driver_error(exc: BaseException) -> BaseException:
 
 def never_sent(exc: BaseException) -> bool:
     """True when the statement cannot have reached the server: asyncpg knew the connection
-    was closed before it sent anything."""
-    return isinstance(exc, asyncpg.InterfaceError) and "connection is closed" in str(exc)
+    was closed before it sent anything, or found it still busy with a statement that the
+    server's goodbye (57P01) broke off ("cannot switch to state 12; another operation (2) is
+    in progress"), which it checks before it sends the next one."""
+    return (isinstance(exc, asyncpg.InterfaceError) and "connection is closed" in str(exc)) or (
+        isinstance(exc, asyncpg.InternalClientError) and "cannot switch to state" in str(exc))
+
+
+class TerminateBroken(PoolConnectionWrapper):  # type: ignore[type-arg]
+    """Gives a connection back to the pool, or closes it if it was lost or left in a broken
+    state: the pool then opens a new one for the next statement, instead of handing it out."""
+
+    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if self.connection is not None and (isinstance(exc, LOST) or (
+                isinstance(exc, BaseException) and never_sent(exc))):
+            try:
+                self.connection.terminate()
+            except asyncpg.InterfaceError:  # closed: the pool has taken it back already
+                pass
+        await super().__aexit__(exc_type, exc, tb)
 
 
 def is_read(query: str) -> bool:
@@ -149,6 +167,9 @@ class Resilient:
 
 class Client(Resilient, AsyncpgDBClient):
     """Tortoise's asyncpg client, with retries and the statement-cache switch (see above)."""
+
+    def acquire_connection(self) -> TerminateBroken:
+        return TerminateBroken(self, self._pool_init_lock)
 
     def _in_transaction(self) -> TransactionContext:
         return TransactionContextPooled(Transaction(self), self._pool_init_lock)
