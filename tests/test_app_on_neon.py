@@ -22,8 +22,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.app_on_neon import burst, round_trips_per_request
+from bench.proxy import ProxyThread
 from tests import hostnames, servers
-from tests.conftest import Postgres, execute, neon_url, query, script_env
+from tests.conftest import Postgres, edit_url, execute, neon_url, query, script_env
 from tests.neon_proxy import NeonProxy, Target
 from tests.test_fastapi_app import create_tables, start_uvicorn, wait_until_up
 from tests.test_neon import through_pgbouncer
@@ -34,11 +36,11 @@ CLIENTS, LOAD_FOR, SUSPEND_EVERY = 4, 5.0, 1.5  # the load while the compute res
 
 
 @contextmanager
-def app_through_neon(neon: NeonProxy, pg: Postgres, dbname: str, host: str,
-                     log: Path, **params: str) -> Iterator[httpx.Client]:
-    url = neon_url(neon, dbname, host)
-    if params:
-        url += "&" + "&".join(f"{k}={v}" for k, v in params.items())
+def app_through_neon(neon: NeonProxy, pg: Postgres, dbname: str, host: str, log: Path,
+                     port: int | None = None, **params: str) -> Iterator[httpx.Client]:
+    """The app on Neon's console string for ``host`` (through another ``port``: a counting
+    proxy in front of Neon's), with more URL parameters if given."""
+    url = edit_url(neon_url(neon, dbname, host), port=port, **params)
     create_tables(pg, url)
     server, port = start_uvicorn(script_env(pg, url), log)
     try:
@@ -218,3 +220,26 @@ def test_a_pooler_without_prepared_statements_and_the_cache_asked_for(
     assert "Traceback" not in output, output
     assert output.count("Statement cache off for this process: the pooler does not keep "
                         "prepared statements") == 1, output
+
+
+@pytest.mark.parametrize(("cache", "expected"), [(None, 1.0), ("0", 2.0)])
+def test_one_round_trip_per_repeated_statement_on_the_pooler(
+        neon: NeonProxy, pg: Postgres, dbname: str, tmp_path: Path,
+        local_pg: servers.PostgresServer, request: pytest.FixtureRequest,
+        cache: str | None, expected: float) -> None:
+    """Neon's pooled host through PgBouncer 1.21+ (max_prepared_statements as Neon sets it):
+    the statement cache is on, and each request's statement costs one round trip (Bind,
+    Execute, Sync), counted on the wire by bench/proxy.py. With the cache off (the URL's
+    statement_cache_size=0): two, Parse/Describe then Bind/Execute. /health costs none."""
+    through_pgbouncer(neon, request, local_pg)
+    params = {} if cache is None else {"statement_cache_size": cache}
+    log = tmp_path / "uvicorn.log"
+    with ProxyThread("127.0.0.1", neon.port, delay_ms=20) as proxy, app_through_neon(
+            neon, pg, dbname, hostnames.POOLED, log, proxy.port, **params) as api:
+        assert set(burst(api)) == {200, 201}  # spread over PgBouncer's server connections
+        for method, path, cost in [("GET", "/users", expected), ("POST", "/users", expected),
+                                   ("GET", "/health/db", expected), ("GET", "/health", 0)]:
+            counted = round_trips_per_request(api, proxy, method, path, count=10)
+            assert counted == (cost, 0), f"{method} {path}: {counted}"
+    assert "Statement cache off" not in (tmp_path / "uvicorn.log").read_text()
+
