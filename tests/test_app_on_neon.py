@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.app_on_neon import burst, round_trips_per_request
+from bench.app_on_neon import Counted, burst, round_trips_per_request
 from bench.proxy import ProxyThread
 from tests import hostnames, servers
 from tests.conftest import Postgres, edit_url, execute, neon_url, query, script_env
@@ -240,6 +240,6 @@ def test_one_round_trip_per_repeated_statement_on_the_pooler(
         for method, path, cost in [("GET", "/users", expected), ("POST", "/users", expected),
                                    ("GET", "/health/db", expected), ("GET", "/health", 0)]:
             counted = round_trips_per_request(api, proxy, method, path, count=10)
-            assert counted == (cost, 0), f"{method} {path}: {counted}"
+            assert counted == Counted(cost, 0, 0), f"{method} {path}: {counted}"
     assert "Statement cache off" not in (tmp_path / "uvicorn.log").read_text()
 
