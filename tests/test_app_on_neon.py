@@ -24,6 +24,7 @@ import pytest
 
 from bench.app_on_neon import Counted, burst, round_trips_per_request
 from bench.proxy import ProxyThread
+from database.client import is_read
 from tests import hostnames, servers
 from tests.conftest import Postgres, edit_url, execute, neon_url, query, script_env
 from tests.neon_proxy import NeonProxy, Target
@@ -243,3 +244,17 @@ def test_one_round_trip_per_repeated_statement_on_the_pooler(
             assert counted == Counted(cost, 0, 0), f"{method} {path}: {counted}"
     assert "Statement cache off" not in (tmp_path / "uvicorn.log").read_text()
 
+
+
+@pytest.mark.parametrize(("sql", "read"), [
+    ("SELECT 1", True),
+    ('  select "id" FROM "demo_users" LIMIT $1', True),
+    ('SELECT "id" FROM "a" LIMIT 0;\nSELECT "id" FROM "b" LIMIT 0;', True),  # check_schema()
+    ('INSERT INTO "demo_users" ("name") VALUES ($1) RETURNING "id"', False),
+    ("SELECT pg_advisory_xact_lock(1);\nCREATE TABLE x (id int)", False),  # create_schema()
+    ("WITH gone AS (DELETE FROM t RETURNING *) SELECT count(*) FROM gone", False),
+    ("UPDATE t SET a = 1", False),
+    ("", False),
+])
+def test_only_selects_are_reads_repeated_after_a_lost_connection(sql: str, read: bool) -> None:
+    assert is_read(sql) is read
