@@ -214,6 +214,23 @@ def version(binary: str | None) -> str:
     return ".".join(map(str, servers.pgbouncer_version(binary))) if binary else "?"
 
 
+def count_endpoints(s: Servers, url: str, proxy: ProxyThread
+                    ) -> tuple[list[str], int, collections.Counter[int]]:
+    """The app on ``url`` (through ``proxy``): a burst, then each endpoint's round trips."""
+    cells, opened = [], 0
+    with s.app_at(url) as (api, _):
+        statuses = burst(api)
+        for method, path in ENDPOINTS:
+            counted = round_trips_per_request(api, proxy, method, path)
+            if counted is None:
+                cells.append("-")
+                continue
+            failed = f" ({counted.failed} failed)" if counted.failed else ""
+            cells.append(f"{counted.round_trips:.2f}{failed}")
+            opened += counted.opened
+    return cells, opened, statuses
+
+
 def round_trip_table(s: Servers) -> None:
     modern, old = version(servers.neon_pgbouncer()), version(servers.system_pgbouncer())
     setups = [  # (label, host, pooler, URL parameters)
@@ -229,18 +246,10 @@ def round_trip_table(s: Servers) -> None:
     for label, host, pooler, params in setups:
         s.use_pooler(pooler)
         database = s.fresh_database()
-        cells, opened = [], 0
-        with ProxyThread("127.0.0.1", s.neon.port, delay_ms=DELAY_MS) as proxy, \
-                s.app_at(s.url(host, database, proxy.port, **params)) as (api, _):
-            statuses = burst(api)
-            for method, path in ENDPOINTS:
-                counted = round_trips_per_request(api, proxy, method, path)
-                if counted is None:
-                    cells.append("-")
-                    continue
-                failed = f" ({counted.failed} failed)" if counted.failed else ""
-                cells.append(f"{counted.round_trips:.2f}{failed}")
-                opened += counted.opened
+        with ProxyThread("127.0.0.1", s.neon.port, delay_ms=DELAY_MS) as proxy:
+            cells, opened, statuses = count_endpoints(s, s.url(host, database, proxy.port,
+                                                                **params), proxy)
+            proxy.settle()
         shown = ", ".join(f"{code or 'no answer'}: {n}" for code, n in sorted(statuses.items()))
         rows.append([label, *cells, str(opened), shown])
     print(f"\nRound trips per request ({COUNTED} calls each, one at a time, after a burst of 80 "
