@@ -237,7 +237,9 @@ def pgbouncer(local_pg: servers.PostgresServer) -> Iterator[servers.PgBouncer]:
 
 @pytest.fixture
 def old_pgbouncer(local_pg: servers.PostgresServer) -> Iterator[servers.PgBouncer]:
-    """The system's PgBouncer (Debian 12: 1.18), which cannot keep prepared statements."""
+    """A PgBouncer that keeps no prepared statements: the system's (Debian 12: 1.18, which
+    cannot), or, where the system's is 1.21+ (Ubuntu 24.04: 1.22), with
+    max_prepared_statements=0."""
     binary = servers.system_pgbouncer()
     if binary is None:
         missing("pgbouncer is not installed (Debian/Ubuntu: apt-get install pgbouncer)")

@@ -442,7 +442,9 @@ def start_pgbouncer(server: PostgresServer, binary: str | None = None,
     """PgBouncer in transaction mode in front of ``server``, with TLS and SCRAM, like Neon's;
     ``prepared_statements``: its ``max_prepared_statements`` (1.21+; Neon's: 1000)."""
     binary = binary or system_pgbouncer() or "/usr/sbin/pgbouncer"
-    prepared = f"max_prepared_statements = {prepared_statements}\n" if prepared_statements else ""
+    version = pgbouncer_version(binary)
+    # 0 on 1.21+: keeps no prepared statements, as before 1.21 (1.24's default is 200)
+    prepared = f"max_prepared_statements = {prepared_statements}\n" if version >= (1, 21) else ""
     workdir = Path(tempfile.mkdtemp(prefix="quickstart-pgbouncer-"))
     workdir.chmod(0o755)
     port = free_port()
@@ -477,7 +479,7 @@ def start_pgbouncer(server: PostgresServer, binary: str | None = None,
     while time.monotonic() < deadline:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return PgBouncer(workdir, port, process, pgbouncer_version(binary))
+            return PgBouncer(workdir, port, process, version)
         except OSError:
             if process.poll() is not None:
                 break
