@@ -7,6 +7,7 @@ the database package turns it into Tortoise's settings and handles what can go w
 import argparse
 
 import database
+
 from tortoise import fields
 from tortoise.expressions import RawSQL
 from tortoise.models import Model

@@ -7,6 +7,7 @@ import argparse
 import uuid
 
 import database
+
 from tortoise.transactions import in_transaction
 
 from main import User

@@ -11,6 +11,7 @@ The public surface, what main.py, transactions.py, the Tortoise CLI and the Fast
                           processes start at once (``create_schema()`` without migrations)
 - ``check_schema()``      check that migrations created every model's table and columns
 - ``OneLineStartupErrors`` a web app's start-up failure as one line (``asgi.py``)
+- ``answer_503_when_down(app)`` a FastAPI app answers 503, not 500, when the database is down
 - ``DatabaseError``, ``explain_error()``   the one-line errors
 
 Each concern has its own module:
@@ -20,11 +21,12 @@ Each concern has its own module:
 - ``settings.py``    DatabaseSettings: what the URL says, safe to print
 - ``tls.py``         the verifying TLS context, with ALPN
 - ``config.py``      Tortoise's config dict (settings.MODELS, pool hooks)
+- ``client.py``      Tortoise's asyncpg client: reads retried, the statement-cache switch
 - ``connecting.py``  connect retries: what waiting can fix, within a deadline
 - ``errors.py``      one line per failure, with the fix
 - ``schema.py``      migrate(), create_schema() and check_schema()
 - ``script.py``      connect() and run() for the scripts
-- ``asgi.py``        one-line start-up errors for the FastAPI app
+- ``asgi.py``        one-line start-up errors and 503s for the FastAPI app
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ if sys.version_info < (3, 10) or _MISSING:
 
 from typing import Any
 
-from database.asgi import OneLineStartupErrors
+from database.asgi import OneLineStartupErrors, answer_503_when_down
 from database.config import MODELS, tortoise_config
 from database.environment import load_settings
 from database.errors import DatabaseError, explain_error
@@ -56,8 +58,9 @@ from database.url import parse_database_url
 
 __all__ = [
     "MODELS", "SCHEMA_LOCK_ID", "TORTOISE_ORM", "DatabaseError", "DatabaseSettings",
-    "OneLineStartupErrors", "check_schema", "connect", "create_schema", "explain_error",
-    "load_settings", "migrate", "parse_database_url", "run", "ssl_option", "tortoise_config",
+    "OneLineStartupErrors", "answer_503_when_down", "check_schema", "connect", "create_schema",
+    "explain_error", "load_settings", "migrate", "parse_database_url", "run", "ssl_option",
+    "tortoise_config",
 ]
 
 #: Tortoise's config dict for its CLI (pyproject.toml: ``database.TORTOISE_ORM``): migrations,

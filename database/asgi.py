@@ -1,12 +1,28 @@
-"""A web app's start-up failure as the scripts show it: one line, no traceback."""
+"""The web app's side: one line per database failure, 503 when the database is down.
+
+- ``OneLineStartupErrors``: a start-up failure as the scripts show it (one line, no traceback);
+- ``answer_503_when_down(app)``: a request the database could not serve answers 503 with
+  ``Retry-After``, and the why goes to the server's log as one line (never to the client).
+"""
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from database.errors import USER_FACING, explain_error
+from database.client import LOST, MaybeSaved, Unavailable
+from database.errors import USER_FACING, DatabaseError, explain_error
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER = "2"  # seconds: a Neon compute wakes in about one
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
 Message = MutableMapping[str, Any]
 ASGIApp = Callable[[Message, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]],
@@ -39,3 +55,38 @@ class OneLineStartupErrors:
             await send(message)
 
         await self.app(scope, receive, send_one_line)
+
+
+def answer_503_when_down(app: FastAPI) -> None:
+    """Register the handler: a database that is down, restarting or unreachable is a 503.
+
+    The body says whether the change may have been saved (a write whose connection was lost
+    after it was sent: ``"may_have_been_saved": true``, check before sending it again); the
+    log gets the same ``Error: ...`` line the scripts print, once per request. Errors that are
+    bugs are not handled here: they keep their traceback and their 500.
+    """
+    for kind in (DatabaseError, *LOST):
+        app.add_exception_handler(kind, _database_unavailable)  # type: ignore[arg-type]
+    _log_through_uvicorn()
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    from fastapi.responses import JSONResponse
+
+    log.error("Error: %s", explain_error(exc))
+    body: dict[str, Any] = {"detail": "the database is not answering: try again"}
+    if request.method not in SAFE_METHODS:
+        # unknown when the connection was lost after the change was sent (a COMMIT, say)
+        maybe = isinstance(exc, MaybeSaved) or not isinstance(exc, (Unavailable, DatabaseError))
+        body["may_have_been_saved"] = maybe
+    return JSONResponse(body, status_code=503, headers={"Retry-After": RETRY_AFTER})
+
+
+def _log_through_uvicorn() -> None:
+    """The package's log lines in uvicorn's log, formatted as uvicorn's own, when uvicorn
+    configured logging and nothing else did (a root handler: the app's own configuration)."""
+    package, server = logging.getLogger("database"), logging.getLogger("uvicorn")
+    if package.handlers or logging.getLogger().handlers:
+        return
+    for handler in server.handlers:
+        package.addHandler(handler)

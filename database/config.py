@@ -9,11 +9,12 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
-import asyncpg
 from database.connecting import RetryingConnect
 from database.environment import load_settings
 from database.settings import DatabaseSettings
 from database.tls import ssl_option
+
+import asyncpg
 
 DEFAULT_MODELS = ["main"]  # without a settings.py: main.py's User
 
@@ -77,7 +78,9 @@ def tortoise_config(
             "ssl": ssl_option(settings),
             "direct_tls": settings.direct_tls,
             "server_settings": dict(settings.server_settings),
-            "minsize": 1,
+            # No floor: connections that a suspend closed are not reopened until a request needs
+            # one, so an idle app lets Neon scale the compute to zero (docs/app-on-neon.md).
+            "minsize": 0,
             "maxsize": 5,
             "connect": RetryingConnect(settings),
             "reset": keep_session,
@@ -85,7 +88,8 @@ def tortoise_config(
         }
         if settings.statement_cache_size is not None:
             credentials["statement_cache_size"] = settings.statement_cache_size
-        connection = {"engine": "tortoise.backends.asyncpg", "credentials": credentials}
+        # Tortoise's asyncpg client with retries and the statement-cache switch (client.py)
+        connection = {"engine": "database.client", "credentials": credentials}
     return {
         "connections": {"default": connection},
         "apps": {

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import socket
 import ssl
-import sys
 import time
 from typing import Any
 
-import asyncpg
 from database.errors import (
     DatabaseError,
     explain_connect_error,
@@ -20,6 +19,10 @@ from database.errors import (
     neon_failure,
 )
 from database.settings import DatabaseSettings
+
+import asyncpg
+
+log = logging.getLogger(__name__)  # "database.connecting": the scripts show it on stderr
 
 ATTEMPT_TIMEOUT = 10.0  # seconds for one attempt: a host that accepts and never answers
 # Seconds of "connection refused" before giving up. Neon's proxy always listens, so a refusal
@@ -60,6 +63,8 @@ class RetryingConnect:
 
     def __init__(self, settings: DatabaseSettings) -> None:
         self.settings = settings
+        # Set by client.py when a pooler loses prepared statements: new connections go without.
+        self.statement_cache_off = False
 
     async def __call__(self, *args: Any, **kwargs: Any) -> asyncpg.Connection:
         s = self.settings
@@ -71,6 +76,8 @@ class RetryingConnect:
             remaining = deadline - started
             kwargs["timeout"] = max(0.1, min(ATTEMPT_TIMEOUT, remaining))
             kwargs["direct_tls"] = s.direct_tls
+            if self.statement_cache_off:
+                kwargs["statement_cache_size"] = 0
             try:
                 return await asyncpg.connect(*args, **kwargs)
             except Exception as exc:
@@ -94,8 +101,8 @@ class RetryingConnect:
                 if remaining <= 0.05:
                     raise DatabaseError(explain_gave_up(exc, s, attempt, limit)) from exc
                 if attempt == 1:  # one line, however long the wait
-                    print(f"Database at {s.address} not ready ({reason}); retrying for up to "
-                          f"{remaining:.0f} s", file=sys.stderr, flush=True)
+                    log.warning("Database at %s not ready (%s); retrying for up to %.0f s",
+                                s.address, reason, remaining)
                 wait = min(delay, 4.0, remaining) * random.uniform(0.5, 1.0)  # backoff, jitter
                 await asyncio.sleep(wait)
                 delay, attempt = delay * 2, attempt + 1
@@ -105,6 +112,6 @@ class RetryingConnect:
         from now on (for this connection and the pool's later ones), and say so."""
         s = self.settings
         s.direct_tls = s.direct_tls_fallback = False
-        print(f"Direct TLS failed at {s.host} ({failure_reason(exc)}): using the standard TLS "
-              "negotiation instead (add sslnegotiation=postgres to DATABASE_URL to skip the "
-              "attempt)", file=sys.stderr, flush=True)
+        log.warning("Direct TLS failed at %s (%s): using the standard TLS negotiation instead "
+                    "(add sslnegotiation=postgres to DATABASE_URL to skip the attempt)",
+                    s.host, failure_reason(exc))

@@ -7,6 +7,7 @@ import os
 from database.errors import DatabaseError
 from database.settings import DatabaseSettings
 from database.url import parse_database_url
+
 from dotenv import find_dotenv, load_dotenv
 
 SQLITE_FILE = "quickstart.sqlite3"  # where the demo runs when DATABASE_URL is unset

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import asyncpg
 from database.errors import MIGRATE, DatabaseError
+
+import asyncpg
 from tortoise import Tortoise, connections
 from tortoise.exceptions import BaseORMException
 from tortoise.migrations.executor import MigrationExecutor

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Coroutine, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 from database.config import MODELS, tortoise_config
@@ -15,6 +16,7 @@ from database.environment import load_settings
 from database.errors import USER_FACING, explain_error
 from database.schema import migrate
 from database.settings import DatabaseSettings
+
 from tortoise import Tortoise
 
 
@@ -44,7 +46,8 @@ def run(main: Coroutine[Any, Any, None]) -> None:
     the script and keeps its traceback.
     """
     try:
-        asyncio.run(_cancel_on_signals(main))
+        with log_lines_on_stderr():
+            asyncio.run(_cancel_on_signals(main))
         sys.stdout.flush()  # output to a pipe is buffered: a closed one shows here
     except Interrupted as exc:
         _exit(128 + exc.signum, interrupted_line(exc.signum))
@@ -56,6 +59,26 @@ def run(main: Coroutine[Any, Any, None]) -> None:
         _output_closed()
     except USER_FACING as exc:
         _exit(1, f"Error: {explain_error(exc)}")
+
+
+@contextmanager
+def log_lines_on_stderr() -> Iterator[None]:
+    """The package's log (the ``database`` logger) as plain lines on stderr, while a script runs.
+
+    The package only logs ("Database at ... not ready; retrying ..."); a program decides where
+    that goes. A script that configured logging itself (a root handler) keeps its own way.
+    """
+    package = logging.getLogger("database")
+    if package.handlers or logging.getLogger().handlers:
+        yield
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    package.addHandler(handler)
+    try:
+        yield
+    finally:
+        package.removeHandler(handler)
 
 
 def one_line_errors_for_other_tools() -> None:

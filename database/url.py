@@ -11,6 +11,7 @@ from database.settings import DatabaseSettings
 
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 NEON_DOMAIN = "neon.tech"  # its proxy takes direct TLS: the default there (docs/connecting.md)
+NEON_CACHE = 100  # statements cached per connection on Neon's pooler (asyncpg's default size)
 SSLMODES = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
 # libpq parameters that asyncpg has no use for: accepted and ignored, as libpq users expect.
 IGNORED_PARAMS = {"gssencmode", "target_session_attrs", "keepalives"}
@@ -163,8 +164,9 @@ def _apply_query(settings: DatabaseSettings, params: dict[str, str]) -> None:
     if "statement_cache_size" in params:
         settings.statement_cache_size = _number(params.pop("statement_cache_size"),
                                                 "statement_cache_size")
-    elif settings.pooled:
-        settings.statement_cache_size = 0  # PgBouncer in transaction mode: docs/connecting.md
+    elif settings.pooled:  # PgBouncer in transaction mode: docs/connecting.md
+        # Neon's keeps prepared statements (1.21+, max_prepared_statements); others may not
+        settings.statement_cache_size = NEON_CACHE if is_neon(settings.host) else 0
     if "connect_timeout" in params:
         settings.connect_deadline = _number(params.pop("connect_timeout"), "connect_timeout")
         if settings.connect_deadline < 1:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 
 import database
+
 import httpx
 import pytest
 from tortoise import Tortoise

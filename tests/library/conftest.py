@@ -234,9 +234,28 @@ def run_script(script: str, *args: str, env: dict[str, str], cwd: Path,
 
 @pytest.fixture
 def pgbouncer(local_pg: servers.PostgresServer) -> Iterator[servers.PgBouncer]:
-    if not (shutil.which("pgbouncer") or os.path.exists("/usr/sbin/pgbouncer")):
+    """PgBouncer as Neon runs it: 1.21+ (Neon: 1.24.1), transaction mode,
+    max_prepared_statements=1000 (built by .ci/pgbouncer where the system's is older)."""
+    binary = servers.neon_pgbouncer()
+    if binary is None:
+        missing(f"no PgBouncer 1.21+ (Neon's pooler is {servers.NEON_PGBOUNCER}): run "
+                "bash .ci/pgbouncer (builds it into .cache)")
+    bouncer = servers.start_pgbouncer(local_pg, binary, servers.NEON_PREPARED_STATEMENTS)
+    try:
+        yield bouncer
+    finally:
+        bouncer.stop()
+
+
+@pytest.fixture
+def old_pgbouncer(local_pg: servers.PostgresServer) -> Iterator[servers.PgBouncer]:
+    """A PgBouncer that keeps no prepared statements: the system's (Debian 12: 1.18, which
+    cannot), or, where the system's is 1.21+ (Ubuntu 24.04: 1.22), with
+    max_prepared_statements=0."""
+    binary = servers.system_pgbouncer()
+    if binary is None:
         missing("pgbouncer is not installed (Debian/Ubuntu: apt-get install pgbouncer)")
-    bouncer = servers.start_pgbouncer(local_pg)
+    bouncer = servers.start_pgbouncer(local_pg, binary)
     try:
         yield bouncer
     finally:

@@ -392,11 +392,42 @@ def admin_execute(target: Target, sql: str, database: str | None = None) -> None
     asyncio.run(go())
 
 
+# PgBouncer 1.21+ keeps prepared statements in transaction mode (max_prepared_statements), as
+# Neon's pooler (1.24.1, max_prepared_statements=1000) does; Debian 12's 1.18 cannot.
+NEON_PGBOUNCER = "1.24.1"
+NEON_PREPARED_STATEMENTS = 1000
+BUILT_PGBOUNCER = ROOT / ".cache" / f"pgbouncer-{NEON_PGBOUNCER}" / "pgbouncer"  # .ci/pgbouncer
+
+
+def system_pgbouncer() -> str | None:
+    """The system's PgBouncer (Debian 12: 1.18), if installed."""
+    found = shutil.which("pgbouncer")
+    if found is None and os.path.exists("/usr/sbin/pgbouncer"):
+        found = "/usr/sbin/pgbouncer"
+    return found
+
+
+def neon_pgbouncer() -> str | None:
+    """A PgBouncer that keeps prepared statements (1.21+): .ci/pgbouncer's build, or the
+    system's if it is new enough."""
+    for binary in (str(BUILT_PGBOUNCER), system_pgbouncer()):
+        if binary and os.access(binary, os.X_OK) and pgbouncer_version(binary) >= (1, 21):
+            return binary
+    return None
+
+
+def pgbouncer_version(binary: str) -> tuple[int, ...]:
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=False)
+    match = re.search(r"PgBouncer (\d+)\.(\d+)", out.stdout + out.stderr)
+    return (int(match.group(1)), int(match.group(2))) if match else (0,)
+
+
 @dataclass
 class PgBouncer:
     workdir: Path
     port: int
     process: subprocess.Popen[bytes]
+    version: tuple[int, ...] = (0,)
 
     def stop(self) -> None:
         self.process.terminate()
@@ -407,9 +438,14 @@ class PgBouncer:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def start_pgbouncer(server: PostgresServer) -> PgBouncer:
-    """PgBouncer in transaction mode in front of ``server``, with TLS and SCRAM, like Neon's."""
-    binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+def start_pgbouncer(server: PostgresServer, binary: str | None = None,
+                    prepared_statements: int = 0) -> PgBouncer:
+    """PgBouncer in transaction mode in front of ``server``, with TLS and SCRAM, like Neon's;
+    ``prepared_statements``: its ``max_prepared_statements`` (1.21+; Neon's: 1000)."""
+    binary = binary or system_pgbouncer() or "/usr/sbin/pgbouncer"
+    version = pgbouncer_version(binary)
+    # 0 on 1.21+: keeps no prepared statements, as before 1.21 (1.24's default is 200)
+    prepared = f"max_prepared_statements = {prepared_statements}\n" if version >= (1, 21) else ""
     workdir = Path(tempfile.mkdtemp(prefix="quickstart-pgbouncer-"))
     workdir.chmod(0o755)
     port = free_port()
@@ -426,8 +462,11 @@ def start_pgbouncer(server: PostgresServer) -> PgBouncer:
         f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
         f"auth_type = scram-sha-256\nauth_file = {workdir / 'userlist.txt'}\n"
         "pool_mode = transaction\nmax_client_conn = 500\ndefault_pool_size = 20\n"
-        f"logfile = {workdir / 'pgbouncer.log'}\n" + tls
+        f"logfile = {workdir / 'pgbouncer.log'}\n" + prepared + tls
     )
+    if _run_as() and subprocess.run([*_run_as(), "test", "-x", binary], check=False).returncode:
+        shutil.copy(binary, workdir / "pgbouncer")  # a build under /root, say: runnable here
+        binary = str(workdir / "pgbouncer")
     _chown(workdir)
     # As root, as the postgres user, but not through runuser (_run_as): on SIGTERM runuser waits
     # 2 s before it exits itself.
@@ -441,7 +480,7 @@ def start_pgbouncer(server: PostgresServer) -> PgBouncer:
     while time.monotonic() < deadline:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return PgBouncer(workdir, port, process)
+            return PgBouncer(workdir, port, process, version)
         except OSError:
             if process.poll() is not None:
                 break

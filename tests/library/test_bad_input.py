@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 from database import DatabaseError, DatabaseSettings, parse_database_url
 from database.environment import load_database_url
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -10,8 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 from database import SCHEMA_LOCK_ID
+
+import pytest
 
 from tests.library.conftest import (
     ROOT,

@@ -7,14 +7,15 @@ import sys
 import types
 from pathlib import Path
 
-import asyncpg
 import database
-import pytest
 from database import DatabaseError, parse_database_url, tortoise_config
 from database.config import project_models
 from database.connecting import is_not_ready
 from database.environment import load_database_url
 from database.errors import failure_reason
+
+import asyncpg
+import pytest
 
 from tests.library.conftest import ROOT
 
@@ -49,11 +50,21 @@ def test_neon_console_form() -> None:
     assert creds["direct_tls"] is True  # a Neon host: see test_direct_tls_by_default_on_neon
 
 
-def test_pooler_host_turns_statement_cache_off() -> None:
+def test_neons_pooler_keeps_the_statement_cache_on() -> None:
+    """Neon's pooler is PgBouncer 1.24.1 with max_prepared_statements=1000: cached statements
+    cost one round trip instead of two."""
     url = f"postgresql://alex:AbC123dEf@{POOLER}/neondb?sslmode=require&channel_binding=require"
     settings = parse_database_url(url)
     assert settings.pooled
-    assert credentials(url)["statement_cache_size"] == 0
+    assert credentials(url)["statement_cache_size"] == 100
+    assert "statement cache off" not in settings.describe()
+
+
+def test_other_pooler_hosts_turn_statement_cache_off() -> None:
+    """A -pooler host that is not Neon's: its PgBouncer may be older than 1.21."""
+    url = "postgresql://alex:pw@db-pooler.example.com/app?sslmode=require"
+    settings = parse_database_url(url)
+    assert settings.pooled and credentials(url)["statement_cache_size"] == 0
     assert "statement cache off" in settings.describe()
 
 

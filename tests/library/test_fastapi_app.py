@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import database
+
 import httpx
 import pytest
 from tortoise import Tortoise
@@ -124,16 +125,21 @@ def test_list_is_bounded(api: httpx.Client) -> None:
             "query", "limit"]
 
 
-def test_health_touches_the_database(api: httpx.Client, pg: Postgres, dbname: str,
-                                     tmp_path: Path) -> None:
-    assert api.get("/health").json() == {"status": "ok"}
+def test_health_db_touches_the_database(api: httpx.Client, pg: Postgres, dbname: str,
+                                        tmp_path: Path) -> None:
+    assert api.get("/health/db").json() == {"status": "ok"}
     # the app's connections are terminated, and cannot reconnect
     execute(pg, None, f'DROP DATABASE "{dbname}" WITH (FORCE)')
-    response = api.get("/health")
-    assert response.status_code == 503
-    assert response.json() == {"detail": "the database is not answering"}  # no host, no user
-    assert f"ERROR:    Error: Database {dbname} does not exist" in (
-        tmp_path / "uvicorn.log").read_text()  # the why, in the server's log
+    response = api.get("/health/db")
+    assert response.status_code == 503 and response.headers["Retry-After"] == "2"
+    assert response.json() == {"detail": "the database is not answering: try again"}  # no host
+    assert api.get("/health").json() == {"status": "ok"}  # the app itself is up
+    created = api.post("/users", json={"name": "Ada"})
+    assert created.status_code == 503  # never reached the database: nothing saved
+    assert created.json()["may_have_been_saved"] is False
+    log = (tmp_path / "uvicorn.log").read_text()
+    assert log.count(f"ERROR:    Error: Database {dbname} does not exist") == 2, log  # one each
+    assert "Traceback" not in log
 
 
 def test_app_reconnects_after_the_server_restarts(api: httpx.Client, pg: Postgres,

@@ -51,7 +51,7 @@ def test_both_scripts_with_neons_console_string(neon: NeonProxy, pg: Postgres, d
 
     first = run_script("main.py", env=env, cwd=tmp_path)
     assert_clean(first)
-    pooled = "; pooled endpoint; statement cache off" if host == hostnames.POOLED else ""
+    pooled = "; pooled endpoint" if host == hostnames.POOLED else ""  # the cache stays on
     assert (f"Connected to PostgreSQL at {host}:{neon.port}/{dbname} as quickstart "
             f"(TLS on, certificate verified{pooled})") in first.stdout
     assert "2 users in total; newest 2:" in first.stdout

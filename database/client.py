@@ -1,0 +1,185 @@
+"""Tortoise's asyncpg client, riding out what a Neon compute does: restarts and a pooler.
+
+Tortoise runs every statement through one method of its client (``_translate_exceptions``,
+which wraps ``execute_query``, ``execute_insert``, ``execute_script``, ...): the hook is there,
+once, so the scripts, the app and the user's own code all get it.
+
+- A read (a SELECT, outside a transaction) whose connection was lost runs again on a new
+  connection, up to ``READ_ATTEMPTS`` times; the pool's ``connect`` hook waits for a compute
+  that is waking up (``connecting.py``).
+- A write is never repeated when it may have reached the server: it raises ``NotSaved`` or
+  ``MaybeSaved``, which the app answers with 503 and ``Retry-After`` (``asgi.py``).
+- A pooler that does not keep prepared statements (26000, 42P05), or keeps one that a
+  migration made stale (``InvalidCachedStatementError``), turns the statement cache off for the
+  process, with one log line; a statement that did not run is run again once, outside a
+  transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from database.errors import DatabaseError, explain_error
+
+import asyncpg
+from tortoise.backends.asyncpg.client import AsyncpgDBClient, TransactionWrapper
+from tortoise.backends.base.client import (
+    NestedTransactionContext,
+    PoolConnectionWrapper,
+    TransactionalDBClient,
+    TransactionContext,
+    TransactionContextPooled,
+)
+from tortoise.exceptions import BaseORMException
+
+log = logging.getLogger(__name__)
+
+READ_ATTEMPTS = 3  # a read, on a new connection each time the one it had was lost
+
+# The connection went away: a compute that was suspended or restarted, a pooler that went.
+LOST = (
+    asyncpg.ConnectionDoesNotExistError,  # "connection was closed in the middle of operation"
+    asyncpg.PostgresConnectionError,  # SQLSTATE class 08 (a pooler's "server conn crashed?")
+    asyncpg.AdminShutdownError,  # 57P01: the compute shuts down
+    asyncpg.CrashShutdownError,
+    asyncpg.CannotConnectNowError,
+    ConnectionError,  # reset, broken pipe, aborted
+)
+# Prepared statements a pooler lost or mixed up, or a cached plan a migration made stale.
+STATEMENT_ERRORS = (
+    asyncpg.InvalidSQLStatementNameError,  # 26000: prepared statement ... does not exist
+    asyncpg.DuplicatePreparedStatementError,  # 42P05: prepared statement ... already exists
+    asyncpg.InvalidCachedStatementError,  # after ALTER COLUMN TYPE, through PgBouncer
+)
+
+
+class Unavailable(DatabaseError):
+    """The database could not run a statement now; ``str()`` is the one line for the log."""
+
+    may_have_been_saved = False
+
+
+class NotSaved(Unavailable):
+    """Nothing of the request's change reached the database: safe to send it again."""
+
+
+class MaybeSaved(Unavailable):
+    """The connection was lost after a write was sent: it may or may not have been saved."""
+
+    may_have_been_saved = True
+
+
+def driver_error(exc: BaseException) -> BaseException:
+    """The driver's own error under Tortoise's wrapping (OperationalError from 42P05, ...)."""
+    while isinstance(exc, BaseORMException) and isinstance(exc.__cause__, Exception):
+        exc = exc.__cause__
+    return exc
+
+
+def never_sent(exc: BaseException) -> bool:
+    """True when the statement cannot have reached the server: asyncpg knew the connection
+    was closed before it sent anything, or found it still busy with a statement that the
+    server's goodbye (57P01) broke off ("cannot switch to state 12; another operation (2) is
+    in progress"), which it checks before it sends the next one."""
+    return (isinstance(exc, asyncpg.InterfaceError) and "connection is closed" in str(exc)) or (
+        isinstance(exc, asyncpg.InternalClientError) and "cannot switch to state" in str(exc))
+
+
+class TerminateBroken(PoolConnectionWrapper):  # type: ignore[type-arg]
+    """Gives a connection back to the pool, or closes it if it was lost or left in a broken
+    state: the pool then opens a new one for the next statement, instead of handing it out."""
+
+    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if self.connection is not None and (isinstance(exc, LOST) or (
+                isinstance(exc, BaseException) and never_sent(exc))):
+            try:
+                self.connection.terminate()
+            except asyncpg.InterfaceError:  # closed: the pool has taken it back already
+                pass
+        await super().__aexit__(exc_type, exc, tb)
+
+
+def is_read(query: str) -> bool:
+    """A statement that changes nothing: every part of it a SELECT (a data-modifying WITH, or a
+    SELECT after an INSERT in one script, counts as a write)."""
+    parts = [part.strip() for part in query.split(";")]
+    return any(parts) and all(p.upper().startswith("SELECT") for p in parts if p)
+
+
+class Resilient:
+    """The retries and the statement-cache switch, for the client and its transactions."""
+
+    def _root(self) -> AsyncpgDBClient:
+        client: Any = self
+        while isinstance(client, TransactionalDBClient):
+            client = client._parent
+        return client  # type: ignore[no-any-return]
+
+    async def _translate_exceptions(self, func: Any, *args: Any, **kwargs: Any) -> Any:
+        in_transaction = isinstance(self, TransactionalDBClient)
+        query = args[0] if args and isinstance(args[0], str) else ""
+        read = not in_transaction and is_read(query)
+        attempt, statement_retried = 1, False
+        while True:
+            try:
+                return await super()._translate_exceptions(  # type: ignore[misc]
+                    func, *args, **kwargs)
+            except Exception as wrapped:
+                exc = driver_error(wrapped)
+                if isinstance(exc, STATEMENT_ERRORS):
+                    await self._cache_off(exc)
+                    if in_transaction or statement_retried:  # the transaction is aborted
+                        raise NotSaved(explain_error(exc)) from wrapped
+                    statement_retried = True  # it did not run: once more, unprepared
+                    continue
+                if isinstance(exc, Unavailable):
+                    raise
+                if isinstance(exc, DatabaseError):  # a new connection could not be opened
+                    raise NotSaved(str(exc)) from wrapped  # (connecting.py): nothing was sent
+                if not isinstance(exc, LOST) and not never_sent(exc):
+                    raise
+                line = explain_error(exc)
+                if in_transaction:  # what the transaction did is rolled back with it
+                    raise NotSaved(line) from wrapped
+                if not (read or never_sent(exc)):
+                    raise MaybeSaved(line) from wrapped
+                if attempt >= READ_ATTEMPTS:
+                    raise NotSaved(line) from wrapped
+                attempt += 1
+
+    async def _cache_off(self, exc: BaseException) -> None:
+        """Turn the statement cache off for this process: one log line, the first time."""
+        root = self._root()
+        connect = root.extra.get("connect")
+        if connect is None or getattr(connect, "statement_cache_off", True):
+            return
+        connect.statement_cache_off = True
+        what = (f"a prepared statement went stale after a schema change ({type(exc).__name__})"
+                if isinstance(exc, asyncpg.InvalidCachedStatementError) else
+                f"the pooler does not keep prepared statements ({str(exc).splitlines()[0]})")
+        log.warning("Statement cache off for this process: %s; statements are prepared each "
+                    "time from now on (statement_cache_size=0 in DATABASE_URL starts that way)",
+                    what)
+        if root._pool is not None:
+            await root._pool.expire_connections()  # each is replaced, cache off, on release
+
+
+class Client(Resilient, AsyncpgDBClient):
+    """Tortoise's asyncpg client, with retries and the statement-cache switch (see above)."""
+
+    def acquire_connection(self) -> TerminateBroken:
+        return TerminateBroken(self, self._pool_init_lock)
+
+    def _in_transaction(self) -> TransactionContext:
+        return TransactionContextPooled(Transaction(self), self._pool_init_lock)
+
+
+class Transaction(Resilient, TransactionWrapper):
+    """A transaction: nothing in it is repeated (it is gone with its connection)."""
+
+    def _in_transaction(self) -> TransactionContext:
+        return NestedTransactionContext(Transaction(self))
+
+
+client_class = Client  # Tortoise's engine interface: engine "database.client"
