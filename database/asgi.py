@@ -65,7 +65,9 @@ def answer_503_when_down(app: FastAPI) -> None:
     log gets the same ``Error: ...`` line the scripts print, once per request. Errors that are
     bugs are not handled here: they keep their traceback and their 500.
     """
-    for kind in (DatabaseError, *LOST):
+    # The driver's own connection errors, not Python's ConnectionError: that one can come from
+    # anything else an endpoint talks to (another HTTP API), which is not the database.
+    for kind in (DatabaseError, *(kind for kind in LOST if kind is not ConnectionError)):
         app.add_exception_handler(kind, _database_unavailable)  # type: ignore[arg-type]
     _log_through_uvicorn()
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from database.errors import DatabaseError, explain_error
+from database.errors import DatabaseError, explain_error, used_a_closed_connection
 
 import asyncpg
 from tortoise.backends.asyncpg.client import AsyncpgDBClient, TransactionWrapper
@@ -79,10 +79,11 @@ def driver_error(exc: BaseException) -> BaseException:
 
 def never_sent(exc: BaseException) -> bool:
     """True when the statement cannot have reached the server: asyncpg knew the connection
-    was closed before it sent anything, or found it still busy with a statement that the
+    was closed before it sent anything (the pool takes a connection the server closed back at
+    once: "released back to the pool"), or found it still busy with a statement that the
     server's goodbye (57P01) broke off ("cannot switch to state 12; another operation (2) is
     in progress"), which it checks before it sends the next one."""
-    return (isinstance(exc, asyncpg.InterfaceError) and "connection is closed" in str(exc)) or (
+    return used_a_closed_connection(exc) or (
         isinstance(exc, asyncpg.InternalClientError) and "cannot switch to state" in str(exc))
 
 
@@ -180,6 +181,34 @@ class Transaction(Resilient, TransactionWrapper):
 
     def _in_transaction(self) -> TransactionContext:
         return NestedTransactionContext(Transaction(self))
+
+    async def commit(self) -> None:
+        try:
+            await super().commit()
+        except Exception as exc:
+            if not (isinstance(exc, LOST) or never_sent(exc)):
+                raise
+            self._lost()
+            if never_sent(exc):  # COMMIT never left: the server rolled everything back
+                raise NotSaved(explain_error(exc)) from exc
+            raise MaybeSaved(explain_error(exc)) from exc  # it may have committed, or not
+
+    async def rollback(self) -> None:
+        try:
+            await super().rollback()
+        except Exception as exc:
+            if not isinstance(exc, (*LOST, asyncpg.InterfaceError)):
+                raise
+            # The connection is gone, and the server rolled the transaction back with it: the
+            # error that brought us here (NotSaved, say) is the one to report.
+            self._lost()
+
+    def _lost(self) -> None:
+        self._finalized = True
+        try:
+            self._connection.terminate()  # the pool replaces it
+        except (AttributeError, asyncpg.InterfaceError):  # none, or the pool has it back
+            pass
 
 
 client_class = Client  # Tortoise's engine interface: engine "database.client"

@@ -192,6 +192,13 @@ def explain_connect_error(exc: BaseException, s: DatabaseSettings) -> str:
     return f"Could not connect to {s.where}: {failure_reason(exc)}"
 
 
+def used_a_closed_connection(exc: BaseException) -> bool:
+    """asyncpg refused to send on a connection that had closed (the server ended it), before
+    sending anything; the pool takes such a connection back at once."""
+    closed = ("connection is closed", "released back to the pool")
+    return isinstance(exc, asyncpg.InterfaceError) and any(c in str(exc) for c in closed)
+
+
 def explain_error(exc: BaseException) -> str:
     """One line for a database or network error that reached the top."""
     while isinstance(exc, BaseORMException) and isinstance(exc.__cause__, Exception):
@@ -199,11 +206,14 @@ def explain_error(exc: BaseException) -> str:
     if isinstance(exc, DatabaseError):
         return str(exc)
     if isinstance(exc, (asyncpg.ConnectionDoesNotExistError, asyncpg.AdminShutdownError,
-                        ConnectionResetError, ConnectionAbortedError, BrokenPipeError)):
+                        ConnectionResetError, ConnectionAbortedError, BrokenPipeError)
+                  ) or used_a_closed_connection(exc):
         if isinstance(exc.__cause__, asyncpg.AdminShutdownError):
             exc = exc.__cause__  # the server's FATAL says more than "closed in the middle"
+        reason = ("the connection was closed" if used_a_closed_connection(exc)
+                  else failure_reason(exc))
         return (
-            f"Lost the connection to the database ({failure_reason(exc)}): the server restarted "
+            f"Lost the connection to the database ({reason}): the server restarted "
             "or dropped it (a Neon compute that was suspended or restarted does this); run the "
             "command again"
         )

@@ -16,7 +16,6 @@ import httpx
 import pytest
 from tortoise import Tortoise
 
-from app import app
 from tests.library.databases import fresh_database, session_server
 from tests.library.servers import Target
 
@@ -54,6 +53,8 @@ async def db(database_url: str) -> AsyncIterator[None]:
 @pytest.fixture
 async def client(db: None) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client for the app (app.py), on this test's database."""
+    from app import app  # here, not at the top: a project without app.py keeps its other tests
+
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                  base_url="http://test") as client:
         yield client

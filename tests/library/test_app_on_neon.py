@@ -1,7 +1,7 @@
 """The FastAPI app on Neon: scale to zero, compute restarts under load, the pooler's statements.
 
 The app runs under uvicorn as the README runs it, through the Neon-faithful proxy
-(tests/neon_proxy.py): the pooled host through a real PgBouncer 1.21+ in transaction mode with
+(tests/library/neon_proxy.py): the pooled host through a real PgBouncer 1.21+ in transaction mode with
 ``max_prepared_statements`` as Neon sets it, the direct host straight to the compute. A suspend
 ends every connection as Neon's does: a bare close on the pooled host, FATAL 57P01 on the direct.
 Nothing here is timed: the tests count connections, rows and status codes.

@@ -142,7 +142,7 @@ def test_ctrl_c_while_retrying_is_one_line(tmp_path: Path, script: str) -> None:
 def test_ctrl_c_while_waiting_for_the_schema_lock(pg: Postgres, dbname: str, db_url: str,
                                                   tmp_path: Path, script: str) -> None:
     """Ctrl-C while another process holds the schema lock (a first run starting beside
-    another): the script waits inside create_schema(); nothing is created."""
+    another): the script waits inside migrate(); nothing is created."""
     loop = asyncio.new_event_loop()
     admin = loop.run_until_complete(pg.admin(dbname))
     try:

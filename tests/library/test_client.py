@@ -1,0 +1,54 @@
+"""The client's transactions when their connection is lost (database/client.py): the error
+says nothing was saved, never the driver's ``InterfaceError`` from a rollback on a closed
+connection, and the next statement runs on a new connection."""
+
+from __future__ import annotations
+
+import database
+from database.client import NotSaved
+
+import pytest
+from tortoise import Tortoise
+from tortoise.transactions import in_transaction
+
+from main import User
+from tests.library.conftest import Postgres, migrate_database, query, run
+
+
+async def tortoise_on(pg: Postgres, db_url: str) -> None:
+    settings = database.parse_database_url(db_url)
+    if pg.server and pg.server.ca_path:
+        settings.sslrootcert = str(pg.server.ca_path)
+    await Tortoise.init(config=database.tortoise_config(settings))
+
+
+async def end_backend(pg: Postgres, dbname: str, backend: int) -> None:
+    admin = await pg.admin(dbname)
+    try:
+        assert await admin.fetchval("SELECT pg_terminate_backend($1)", backend)
+    finally:
+        await admin.close()
+
+
+def test_a_transaction_whose_connection_is_lost_is_not_saved(pg: Postgres, dbname: str,
+                                                            db_url: str) -> None:
+    migrate_database(pg, dbname)
+
+    async def go() -> None:
+        await tortoise_on(pg, db_url)
+        try:
+            with pytest.raises(NotSaved) as raised:
+                async with in_transaction() as connection:
+                    await User.create(name="Ada", using_db=connection)
+                    backend = (await connection.execute_query_dict(
+                        "SELECT pg_backend_pid() AS pid"))[0]["pid"]
+                    await end_backend(pg, dbname, backend)  # the compute restarts here
+                    await User.create(name="Grace", using_db=connection)
+            assert "Lost the connection to the database" in str(raised.value)
+            await User.create(name="Linus")  # the pool hands out a new connection
+        finally:
+            await Tortoise.close_connections()
+
+    run(go())
+    names = [row["name"] for row in query(pg, dbname, "SELECT name FROM demo_users")]
+    assert names == ["Linus"]  # nothing of the lost transaction
