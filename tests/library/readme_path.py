@@ -16,10 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
-
 from tests.library.conftest import BUILDS, ROOT, Postgres, copy_project, query, script_env
-from tests.library.test_fastapi_app import start_uvicorn, wait_until_up
+from tests.library.test_fastapi_app import app_running
 
 README = (ROOT / "README.md").read_text()
 
@@ -81,15 +79,9 @@ def test_the_readme_path_on_one_database(pg: Postgres, dbname: str, db_url: str,
 
     # The app, on the grown schema.
     log = tmp_path / "uvicorn.log"
-    server, port = start_uvicorn(env, log, cwd=repo)
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as api:
-            wait_until_up(api, server, log)
-            assert api.post("/users", json={"name": "Grace"}).status_code == 201
-            assert [u["name"] for u in api.get("/users").json()][:2] == ["Grace", "Neon User"]
-    finally:
-        server.terminate()
-        server.wait(15)
+    with app_running(env, log, cwd=repo) as api:
+        assert api.post("/users", json={"name": "Grace"}).status_code == 201
+        assert [u["name"] for u in api.get("/users").json()][:2] == ["Grace", "Neon User"]
 
     # Testing your code: the README's test for Post, then the copy's suite (the whole suite on
     # the newest server: yours, its new test and the library's, on the grown project), green.

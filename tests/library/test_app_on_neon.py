@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import ssl
-import subprocess
 import threading
 import time
 import uuid
@@ -29,7 +28,7 @@ from bench.proxy import ProxyThread
 from tests.library import hostnames, servers
 from tests.library.conftest import Postgres, edit_url, execute, neon_url, query, script_env
 from tests.library.neon_proxy import NeonProxy, Target
-from tests.library.test_fastapi_app import create_tables, start_uvicorn, wait_until_up
+from tests.library.test_fastapi_app import app_running, create_tables
 from tests.library.test_neon import through_pgbouncer
 
 ENDPOINT = hostnames.ENDPOINT
@@ -44,18 +43,8 @@ def app_through_neon(neon: NeonProxy, pg: Postgres, dbname: str, host: str, log:
     proxy in front of Neon's), with more URL parameters if given."""
     url = edit_url(neon_url(neon, dbname, host), port=port, **params)
     create_tables(pg, url)
-    server, port = start_uvicorn(script_env(pg, url), log)
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
-            wait_until_up(client, server, log)
-            yield client
-    finally:
-        server.terminate()
-        try:
-            server.wait(15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+    with app_running(script_env(pg, url), log, timeout=60) as client:
+        yield client
 
 
 def pooled_or_direct(request: pytest.FixtureRequest, neon: NeonProxy,

@@ -7,6 +7,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import database
@@ -50,14 +51,13 @@ def create_tables(pg: Postgres, db_url: str) -> None:
     run(go())
 
 
-@pytest.fixture
-def api(pg: Postgres, db_url: str, tmp_path: Path) -> Iterator[httpx.Client]:
-    """The app on a free port, on a database whose tables exist; stopped after the test."""
-    create_tables(pg, db_url)
-    log = tmp_path / "uvicorn.log"
-    server, port = start_uvicorn(script_env(pg, db_url), log)
+@contextmanager
+def app_running(env: dict[str, str], log: Path, cwd: Path = ROOT,
+                timeout: float = 30) -> Iterator[httpx.Client]:
+    """uvicorn with the app (``start_uvicorn``), a client once it answers; stopped after."""
+    server, port = start_uvicorn(env, log, cwd)
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=timeout) as client:
             wait_until_up(client, server, log)
             yield client
     finally:
@@ -67,6 +67,15 @@ def api(pg: Postgres, db_url: str, tmp_path: Path) -> Iterator[httpx.Client]:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+@pytest.fixture
+def api(pg: Postgres, db_url: str, tmp_path: Path) -> Iterator[httpx.Client]:
+    """The app on a free port, on a database whose tables exist; stopped after the test."""
+    create_tables(pg, db_url)
+    log = tmp_path / "uvicorn.log"
+    with app_running(script_env(pg, db_url), log) as client:
+        yield client
     assert "Application shutdown complete." in log.read_text()  # the lifespan closed the pool
 
 

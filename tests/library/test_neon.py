@@ -11,13 +11,12 @@ import ssl
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.library import hostnames, neon_proxy, servers
 from tests.library.conftest import Postgres, neon_url, query, run_script, script_env
 from tests.library.neon_proxy import NeonProxy, Target
-from tests.library.test_fastapi_app import create_tables, start_uvicorn, wait_until_up
+from tests.library.test_fastapi_app import app_running, create_tables
 
 MAIN_ENDPOINT = hostnames.ENDPOINT
 
@@ -223,23 +222,17 @@ def test_the_app_keeps_serving_after_a_suspend(neon: NeonProxy, pg: Postgres, db
     """Scale to zero with the app's connections open, then the next request wakes the compute."""
     create_tables(pg, pg.url(dbname))
     log = tmp_path / "uvicorn.log"
-    server, port = start_uvicorn(script_env(pg, neon_url(neon, dbname, host)), log)
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            wait_until_up(client, server, log)
-            assert client.post("/users", json={"name": "before"}).status_code == 201
-            endpoint = neon.endpoints[MAIN_ENDPOINT]
-            assert endpoint.sessions  # the pool's connection is open
-            endpoint.wake_delay = 0.5
-            neon.suspend(MAIN_ENDPOINT)  # returns once the connections are closed
+    with app_running(script_env(pg, neon_url(neon, dbname, host)), log) as client:
+        assert client.post("/users", json={"name": "before"}).status_code == 201
+        endpoint = neon.endpoints[MAIN_ENDPOINT]
+        assert endpoint.sessions  # the pool's connection is open
+        endpoint.wake_delay = 0.5
+        neon.suspend(MAIN_ENDPOINT)  # returns once the connections are closed
 
-            after = client.post("/users", json={"name": "after"})
-            assert after.status_code == 201, after.text
-            listed = client.get("/users")
-            assert listed.status_code == 200
-            assert [u["name"] for u in listed.json()] == ["after", "before"]
-            assert not endpoint.suspended  # woken by the request
-    finally:
-        server.terminate()
-        server.wait(15)
+        after = client.post("/users", json={"name": "after"})
+        assert after.status_code == 201, after.text
+        listed = client.get("/users")
+        assert listed.status_code == 200
+        assert [u["name"] for u in listed.json()] == ["after", "before"]
+        assert not endpoint.suspended  # woken by the request
     assert "Traceback" not in log.read_text()
