@@ -5,7 +5,8 @@ which wraps ``execute_query``, ``execute_insert``, ``execute_script``, ...): the
 once, so the scripts, the app and the user's own code all get it.
 
 - A read (a SELECT, outside a transaction) whose connection was lost runs again on a new
-  connection, up to ``READ_ATTEMPTS`` times; the pool's ``connect`` hook waits for a compute
+  connection (the pool's others are expired: the same restart ended them), up to
+  ``READ_ATTEMPTS`` times; the pool's ``connect`` hook waits for a compute
   that is waking up (``connecting.py``).
 - A write is never repeated when it may have reached the server: it raises ``NotSaved`` or
   ``MaybeSaved``, which the app answers with 503 and ``Retry-After`` (``asgi.py``).
@@ -140,6 +141,7 @@ class Resilient:
                     raise NotSaved(str(exc)) from wrapped  # (connecting.py): nothing was sent
                 if not isinstance(exc, LOST) and not never_sent(exc):
                     raise
+                await self._expire_pool()
                 line = explain_error(exc)
                 if in_transaction:  # what the transaction did is rolled back with it
                     raise NotSaved(line) from wrapped
@@ -148,6 +150,15 @@ class Resilient:
                 if attempt >= READ_ATTEMPTS:
                     raise NotSaved(line) from wrapped
                 attempt += 1
+
+    async def _expire_pool(self) -> None:
+        """A lost connection: the compute restarted or the pooler went, so the pool's other
+        connections are gone too, though asyncpg may not have noticed yet. Expired, each is
+        replaced when next acquired (or released), so a read runs again on a connection that is
+        really new, not on another that the same restart ended (the pool holds up to 5)."""
+        pool = self._root()._pool
+        if pool is not None:
+            await pool.expire_connections()
 
     async def _cache_off(self, exc: BaseException) -> None:
         """Turn the statement cache off for this process: one log line, the first time."""
