@@ -79,13 +79,8 @@ def driver_error(exc: BaseException) -> BaseException:
 
 
 def never_sent(exc: BaseException) -> bool:
-    """True when the statement cannot have reached the server: asyncpg knew the connection
-    was closed before it sent anything (the pool takes a connection the server closed back at
-    once: "released back to the pool"), or found it still busy with a statement that the
-    server's goodbye (57P01) broke off ("cannot switch to state 12; another operation (2) is
-    in progress"), which it checks before it sends the next one."""
-    return used_a_closed_connection(exc) or (
-        isinstance(exc, asyncpg.InternalClientError) and "cannot switch to state" in str(exc))
+    """True when the statement cannot have reached the server (``used_a_closed_connection``)."""
+    return used_a_closed_connection(exc)
 
 
 class TerminateBroken(PoolConnectionWrapper):  # type: ignore[type-arg]

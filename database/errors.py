@@ -193,10 +193,13 @@ def explain_connect_error(exc: BaseException, s: DatabaseSettings) -> str:
 
 
 def used_a_closed_connection(exc: BaseException) -> bool:
-    """asyncpg refused to send on a connection that had closed (the server ended it), before
-    sending anything; the pool takes such a connection back at once."""
+    """asyncpg refused to send on a connection the server had ended, before sending anything:
+    it knew it was closed (the pool takes such a connection back at once: "released back to
+    the pool"), or found it still busy with a statement that the server's goodbye (57P01)
+    broke off ("cannot switch to state 12; another operation (2) is in progress")."""
     closed = ("connection is closed", "released back to the pool")
-    return isinstance(exc, asyncpg.InterfaceError) and any(c in str(exc) for c in closed)
+    return (isinstance(exc, asyncpg.InterfaceError) and any(c in str(exc) for c in closed)) or (
+        isinstance(exc, asyncpg.InternalClientError) and "cannot switch to state" in str(exc))
 
 
 def explain_error(exc: BaseException) -> str:
