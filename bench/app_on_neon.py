@@ -2,14 +2,14 @@
 
 Run: python bench/app_on_neon.py [--app DIR] [--clients 8] [--seconds 10]   (about 2 minutes)
 
-It starts a throwaway PostgreSQL (the newest with TLS that tests/library/servers.py finds), the
-Neon-faithful proxy in front of it (tests/library/neon_proxy.py, reached by Neon-shaped host names),
+It starts a throwaway PostgreSQL (the newest with TLS that database/testing/servers.py finds), the
+Neon-faithful proxy in front of it (database/testing/neon_proxy.py, reached by Neon-shaped host names),
 PgBouncer 1.21+ in transaction mode with ``max_prepared_statements=1000`` as Neon runs it
 (``bash .ci/pgbouncer`` builds 1.24.1) and the system's PgBouncer 1.18 for the pooled host, and
 ``uvicorn app:app`` with Neon's console string. ``--app DIR`` runs the app of
 another copy of the project (say, an older commit: ``git archive``) against the same servers.
 
-1. Round trips per request: bench/proxy.py's counting proxy sits between the app and Neon's
+1. Round trips per request: database/testing/proxy.py's counting proxy sits between the app and Neon's
    proxy, delaying the replies by a few ms; each endpoint is called 20 times after 3 warm-up
    calls, one at a time, and the round trips on the wire are divided by 20 (TLS hides the
    messages, not the flights). New connections during the count are shown apart.
@@ -42,71 +42,16 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from database.testing import hostnames, servers
+from database.testing.load import burst, round_trips_per_request
+from database.testing.neon_proxy import Endpoint, NeonProxy, Target
+from database.testing.proxy import ProxyThread
+
 import httpx
 
-from bench.proxy import ProxyThread
-from tests.library import hostnames, servers
-from tests.library.neon_proxy import Endpoint, NeonProxy, Target
-
-DELAY_MS = 5.0  # enough for exact counts (bench/proxy.py); the counts, not the times, matter
-COUNTED = 20
+DELAY_MS = 5.0  # enough for exact counts (database/testing/proxy.py); the counts, not the times, matter
+COUNTED = 20  # database/testing/load.py: round_trips_per_request counts 20 calls by default
 ENDPOINTS = [("GET", "/users"), ("POST", "/users"), ("GET", "/health"), ("GET", "/health/db")]
-
-
-@dataclass(frozen=True)
-class Counted:
-    round_trips: float  # per request
-    opened: int  # connections opened during the count (their handshakes are in round_trips)
-    failed: int  # answers other than 2xx, and requests without an answer
-
-
-def round_trips_per_request(api: httpx.Client, proxy: ProxyThread, method: str, path: str,
-                            count: int = COUNTED) -> Counted | None:
-    """Round trips per request for ``count`` calls, one at a time, after three warm-up calls;
-    None when the app has no such endpoint."""
-
-    def call() -> int:
-        body = {"name": f"bench {uuid.uuid4().hex[:8]}"} if method == "POST" else None
-        try:
-            return api.request(method, path, json=body).status_code
-        except httpx.HTTPError:
-            return 0
-
-    for _ in range(3):
-        if call() == 404:
-            return None
-    time.sleep(0.2)  # let the warm-up's last replies reach the counter
-    traces = list(proxy.proxy.traces)
-    before = sum(t.round_trips for t in traces)
-    failed = sum(not 200 <= call() < 300 for _ in range(count))
-    time.sleep(0.2)
-    now = list(proxy.proxy.traces)
-    after = sum(t.round_trips for t in now)
-    return Counted((after - before) / count, len(now) - len(traces), failed)
-
-
-def burst(api: httpx.Client, clients: int = 8, each: int = 10) -> collections.Counter[int]:
-    """Concurrent requests first: they spread over the pooler's server connections, where a
-    pooler that cannot keep prepared statements fails them (and the app turns its cache off)."""
-    statuses: collections.Counter[int] = collections.Counter()
-
-    def client() -> None:
-        with httpx.Client(base_url=str(api.base_url), timeout=60) as own:
-            for i in range(each):
-                try:
-                    if i % 2:
-                        statuses[own.get("/users").status_code] += 1
-                    else:
-                        statuses[own.post("/users", json={"name": "burst"}).status_code] += 1
-                except httpx.HTTPError:
-                    statuses[0] += 1  # no answer
-
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    return statuses
 
 
 @dataclass
@@ -223,7 +168,7 @@ def count_endpoints(s: Servers, url: str, proxy: ProxyThread
     """The app on ``url`` (through ``proxy``): a burst, then each endpoint's round trips."""
     cells, opened = [], 0
     with s.app_at(url) as (api, _):
-        statuses = burst(api)
+        statuses = burst(api, "/users")
         for method, path in ENDPOINTS:
             counted = round_trips_per_request(api, proxy, method, path)
             if counted is None:

@@ -2,15 +2,15 @@
 
 Run: python bench/roundtrips.py [--server pg18]   (about a minute per server)
 
-For each PostgreSQL with TLS the tests find (tests/library/servers.py: the system's, and
-PostgreSQL 17+ from ``python -m tests.library.get_postgres``), it starts a throwaway server (TLS
-from a throwaway CA, SCRAM) and puts bench/proxy.py's counting proxy in front of it. Each script
+For each PostgreSQL with TLS the tests find (database/testing/servers.py: the system's, and
+PostgreSQL 17+ from ``python -m database.testing.get_postgres``), it starts a throwaway server (TLS
+from a throwaway CA, SCRAM) and puts database/testing/proxy.py's counting proxy in front of it. Each script
 runs as a user runs it, in a fresh database it ran in once already (the migrations applied:
 every run after the first), with DATABASE_URL pointing at the proxy in Neon's console form
 (``?sslmode=require&channel_binding=require``, so TLS is verified: SSL_CERT_FILE names the CA),
 plus ``&sslnegotiation=direct`` on PostgreSQL 17+ (direct TLS: no SSLRequest round trip).
 
-- counted: round trips seen on the wire (bench/proxy.py says how they are counted), with the
+- counted: round trips seen on the wire (database/testing/proxy.py says how they are counted), with the
   proxy delaying the server's traffic by D = 25 ms. A TLS 1.3 HelloRetryRequest is detected and
   shown apart: PostgreSQL 15 to 17 offer one curve (P-256) and Python's client offers X25519
   first; PostgreSQL 18 offers X25519 too, and must need none.
@@ -51,22 +51,22 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import asyncpg
+from database.testing import pglog, servers
+from database.testing.budgets import BUDGETS
+from database.testing.proxy import Flight, ProxyThread, Trace, describe_flights
 
-from bench import pglog
-from bench.proxy import Flight, ProxyThread, Trace, describe_flights
-from tests.library import servers
+import asyncpg
 
 DELAY_MS = 25.0
 REPEATS = 7  # runs per script and delay; medians
 SCALE_ROWS = 100_000
 SCALE_REPEATS = 7
-SCRIPTS = [  # (script, target: round trips without a HelloRetryRequest, with the SSLRequest)
-    ("main.py", 11),
-    ("transactions.py", 16),
-    ("bench/plain_asyncpg.py", None),
-]
-STATEMENT_BUDGET = {"main.py": 3, "transactions.py": 8, "bench/plain_asyncpg.py": 3}
+PLAIN = "database/testing/plain_asyncpg.py"  # the floor: plain asyncpg, the same statements
+# (script, target: round trips without a HelloRetryRequest, with the SSLRequest): the budgets
+# template_checks/test_round_trips.py guards (database/testing/budgets.py)
+SCRIPTS = [*((script, trips) for script, (trips, _) in BUDGETS.items()), (PLAIN, None)]
+STATEMENT_BUDGET = {**{script: statements for script, (_, statements) in BUDGETS.items()},
+                    PLAIN: 3}
 SCALE_TARGET = 1.15
 
 
@@ -342,7 +342,7 @@ def main() -> int:
         builds = [b for b in builds if b.id in args.server]
     if not builds:
         print("The bench needs PostgreSQL with TLS: apt-get install postgresql, or "
-              "python -m tests.library.get_postgres (PostgreSQL 18)")
+              "python -m database.testing.get_postgres (PostgreSQL 18)")
         return 2
     started = time.monotonic()
     ok = True
@@ -354,7 +354,7 @@ def main() -> int:
                 print(f"== PostgreSQL {build.version} ({build.origin}) on 127.0.0.1: TLS verified "
                       f"({negotiation}), SCRAM; Python {sys.version.split()[0]}, "
                       f"{ssl.OPENSSL_VERSION}, asyncpg {asyncpg.__version__}; round trips "
-                      "through bench/proxy.py\n")
+                      "through database/testing/proxy.py\n")
                 with ProxyThread(server.host, server.port) as proxy:
                     bench = Bench(server, proxy, Path(cwd))
                     ok &= round_trip_section(bench)

@@ -52,9 +52,9 @@ from database.environment import load_settings
 from database.errors import DatabaseError, explain_error
 from database.schema import SCHEMA_LOCK_ID, check_schema, create_schema, migrate
 from database.script import connect, one_line_errors_for_other_tools, run
-from database.settings import DatabaseSettings
 from database.tls import ssl_option
 from database.url import parse_database_url
+from database.url_settings import DatabaseSettings
 
 __all__ = [
     "MODELS", "SCHEMA_LOCK_ID", "TORTOISE_ORM", "DatabaseError", "DatabaseSettings",

@@ -11,8 +11,8 @@ from typing import Any
 
 from database.connecting import RetryingConnect
 from database.environment import load_settings
-from database.settings import DatabaseSettings
 from database.tls import ssl_option
+from database.url_settings import DatabaseSettings
 
 import asyncpg
 
@@ -57,9 +57,11 @@ def _same_file(a: str, b: str) -> bool:
 
 
 def tortoise_config(
-    settings: DatabaseSettings | None = None, models: Iterable[str] = MODELS
+    settings: DatabaseSettings | None = None, models: Iterable[str] = MODELS,
+    migrations: str = "migrations",
 ) -> dict[str, Any]:
-    """Tortoise's config dict for these settings (by default, from DATABASE_URL)."""
+    """Tortoise's config dict for these settings (by default, from DATABASE_URL), for ``models``
+    (by default settings.MODELS) and the migrations in the package ``migrations``."""
     if settings is None:
         settings = load_settings()
     if settings.engine == "sqlite":
@@ -96,7 +98,7 @@ def tortoise_config(
             "models": {
                 "models": model_modules(models),
                 "default_connection": "default",
-                "migrations": "migrations",
+                "migrations": migrations,
             }
         },
         "use_tz": True,

@@ -18,7 +18,7 @@ from database.errors import (
     is_direct_tls_failure,
     neon_failure,
 )
-from database.settings import DatabaseSettings
+from database.url_settings import DatabaseSettings
 
 import asyncpg
 

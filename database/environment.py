@@ -5,13 +5,16 @@ from __future__ import annotations
 import os
 
 from database.errors import DatabaseError
-from database.settings import DatabaseSettings
 from database.url import parse_database_url
+from database.url_settings import DatabaseSettings
 
 from dotenv import find_dotenv, load_dotenv
 
 SQLITE_FILE = "quickstart.sqlite3"  # where the demo runs when DATABASE_URL is unset
 UNPOOLED = "DATABASE_URL_UNPOOLED"  # Neon's name for the direct string: for migrations
+
+# False in test processes (database.testing.seal()): the tests never read your .env.
+READ_ENV_FILE = True
 
 
 def load_database_url(env_file: str | None = None, name: str = "DATABASE_URL") -> str | None:
@@ -19,7 +22,7 @@ def load_database_url(env_file: str | None = None, name: str = "DATABASE_URL") -
 
     ``.env`` is python-dotenv's: beside the scripts or in a folder above them.
     """
-    env_file = env_file or find_dotenv()
+    env_file = env_file or (find_dotenv() if READ_ENV_FILE else "")
     if env_file:
         try:
             load_dotenv(env_file, encoding="utf-8-sig")  # -sig: the byte order mark some editors add

@@ -14,7 +14,7 @@ import asyncpg
 from tortoise.exceptions import BaseORMException
 
 if TYPE_CHECKING:
-    from database.settings import DatabaseSettings
+    from database.url_settings import DatabaseSettings
 
 
 class DatabaseError(Exception):

@@ -15,7 +15,7 @@ from database.config import MODELS, tortoise_config
 from database.environment import load_settings
 from database.errors import USER_FACING, explain_error
 from database.schema import migrate
-from database.settings import DatabaseSettings
+from database.url_settings import DatabaseSettings
 
 from tortoise import Tortoise
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ssl
 
 from database.errors import DatabaseError
-from database.settings import DatabaseSettings
+from database.url_settings import DatabaseSettings
 
 ALPN = "postgresql"  # PostgreSQL 17+ refuses direct TLS without it; asyncpg sets it only on its own
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from database.errors import DatabaseError
-from database.settings import DatabaseSettings
+from database.url_settings import DatabaseSettings
 
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 NEON_DOMAIN = "neon.tech"  # its proxy takes direct TLS: the default there (docs/connecting.md)

@@ -3,7 +3,7 @@ your MODELS (settings.py) with the migrations applied, and, if it asks, an HTTP 
 app. Start from tests/test_users.py (a model) or tests/test_app.py (an endpoint).
 
 The server is real, never SQLite: TEST_DATABASE_URL (a Neon branch) if set, else a throwaway
-local PostgreSQL, started once per session (tests/library/databases.py).
+local PostgreSQL, started once per session (database/testing/databases.py).
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 
 import database
+from database.testing import Target, fresh_database, seal, session_server
 
 import httpx
 import pytest
 from tortoise import Tortoise
 
-from tests.library.databases import fresh_database, session_server
-from tests.library.servers import Target
+seal()  # no test reads .env, DATABASE_URL or DATABASE_URL_UNPOOLED: only TEST_DATABASE_URL
 
 
 @pytest.fixture(scope="session")

@@ -10,12 +10,8 @@ import time
 from pathlib import Path
 
 import database
-
-import pytest
-
-from bench import pglog
-from tests.library import servers
-from tests.library.conftest import (
+from database.testing import pglog, servers
+from database.testing.fixtures import (
     Postgres,
     execute,
     migrate_database,
@@ -24,6 +20,8 @@ from tests.library.conftest import (
     script_env,
     start_script,
 )
+
+import pytest
 
 # A pooler without prepared statements, as a "-pooler" host outside Neon gets it (see
 # test_database_url.py): the test PgBouncer listens on 127.0.0.1, so the URL says it explicitly.

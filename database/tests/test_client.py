@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import database
 from database.client import NotSaved
+from database.testing.fixtures import Postgres, migrate_database, query, run
 
 import pytest
 from tortoise import Tortoise
 from tortoise.transactions import in_transaction
 
 from main import User
-from tests.library.conftest import Postgres, migrate_database, query, run
 
 
 async def tortoise_on(pg: Postgres, db_url: str) -> None:

@@ -1,7 +1,7 @@
 """The FastAPI app on Neon: scale to zero, compute restarts under load, the pooler's statements.
 
 The app runs under uvicorn as the README runs it, through the Neon-faithful proxy
-(tests/library/neon_proxy.py): the pooled host through a real PgBouncer 1.21+ in transaction mode with
+(database/testing/neon_proxy.py): the pooled host through a real PgBouncer 1.21+ in transaction mode with
 ``max_prepared_statements`` as Neon sets it, the direct host straight to the compute. A suspend
 ends every connection as Neon's does: a bare close on the pooled host, FATAL 57P01 on the direct.
 Nothing here is timed: the tests count connections, rows and status codes.
@@ -19,17 +19,17 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from database.client import is_read
+from database.testing import hostnames, servers
+from database.testing.fixtures import Postgres, edit_url, execute, neon_url, query, script_env
+from database.testing.neon_proxy import NeonProxy, Target
+from database.testing.proxy import ProxyThread
 
 import httpx
 import pytest
-
-from bench.app_on_neon import Counted, burst, round_trips_per_request
-from bench.proxy import ProxyThread
-from tests.library import hostnames, servers
-from tests.library.conftest import Postgres, edit_url, execute, neon_url, query, script_env
-from tests.library.neon_proxy import NeonProxy, Target
 from tests.library.test_fastapi_app import app_running, create_tables
 from tests.library.test_neon import through_pgbouncer
+
+from bench.app_on_neon import Counted, burst, round_trips_per_request
 
 ENDPOINT = hostnames.ENDPOINT
 IDLE_FOR = 3.0  # seconds an idle app is watched after a suspend: it must open no connection
@@ -220,7 +220,7 @@ def test_one_round_trip_per_repeated_statement_on_the_pooler(
         cache: str | None, expected: float) -> None:
     """Neon's pooled host through PgBouncer 1.21+ (max_prepared_statements as Neon sets it):
     the statement cache is on, and each request's statement costs one round trip (Bind,
-    Execute, Sync), counted on the wire by bench/proxy.py. With the cache off (the URL's
+    Execute, Sync), counted on the wire by database/testing/proxy.py. With the cache off (the URL's
     statement_cache_size=0): two, Parse/Describe then Bind/Execute. /health costs none."""
     through_pgbouncer(neon, request, local_pg)
     params = {} if cache is None else {"statement_cache_size": cache}

@@ -6,8 +6,8 @@ the server hangs up on the TLS hello. Hosts under neon.tech get direct TLS by de
 back once to the standard negotiation if the handshake fails; ``sslnegotiation=postgres`` turns
 it off, and an explicit ``sslnegotiation=direct`` never falls back.
 
-A Neon-shaped name (tests/library/hostnames.py) leads to each test server through the counting proxy
-(bench/proxy.py), which shows how each connection began: ``ClientHello`` (direct TLS) or
+A Neon-shaped name (database/testing/hostnames.py) leads to each test server through the counting proxy
+(database/testing/proxy.py), which shows how each connection began: ``ClientHello`` (direct TLS) or
 ``SSLRequest`` (the standard negotiation).
 """
 
@@ -18,15 +18,14 @@ import time
 from pathlib import Path
 
 import database
+from database.testing import hostnames, servers
+from database.testing.fixtures import Postgres, missing, query, run_script, script_env
+from database.testing.proxy import ProxyThread, Trace
 
 import pytest
+from tests.library.test_errors import error_line, no_table
 from tortoise import Tortoise, connections
 from tortoise.transactions import in_transaction
-
-from bench.proxy import ProxyThread, Trace
-from tests.library import hostnames, servers
-from tests.library.conftest import Postgres, missing, query, run_script, script_env
-from tests.library.test_errors import error_line, no_table
 
 CONSOLE = "sslmode=require&channel_binding=require"  # Neon's console string
 FALLBACK = ("Direct TLS failed at {host} ({reason}): using the standard TLS negotiation "

@@ -1,7 +1,7 @@
 """Round trips on the wire and statements on the server: main.py and transactions.py stay lean.
 
 On Neon every network round trip costs 1-100 ms, so we count them. Each script runs once, as a
-user runs it, through bench/proxy.py's counting proxy (it says how round trips are counted); the
+user runs it, through database/testing/proxy.py's counting proxy (it says how round trips are counted); the
 server logs every statement executed in the test's database (``log_statement = 'all'``) and the
 script's connection and disconnection.
 
@@ -23,29 +23,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from database.testing import pglog, servers
+from database.testing.fixtures import ROOT, Postgres, run_script, script_env
+from database.testing.proxy import ProxyThread, Trace
+
 import pytest
 
-from bench import pglog
-from bench.proxy import ProxyThread, Trace
-from tests.library import servers
-from tests.library.conftest import ROOT, Postgres, run_script, script_env
-
 DELAY_MS = 100.0  # generous: a busy machine must not split one flight into two
-# script: (round trips without a HelloRetryRequest, with the SSLRequest; statements executed),
-# on a database the migrations were applied to: every run after the first
-BUDGETS = {
-    # TCP 1, SSLRequest 1, TLS 1, SCRAM 3, lock + migrations count 1, INSERT 2, SELECT 2;
-    # nothing to close (10 with direct TLS)
-    "main.py": (11, 3),
-    # the same connect and count (7), BEGIN, INSERT 2, ROLLBACK, BEGIN, INSERT 1 (statement
-    # cached), COMMIT, SELECT 2 = 16 (15 with direct TLS)
-    "transactions.py": (16, 8),
-}
-# The first run, on a fresh database, also applies migrations/0001_initial.py as `tortoise
-# migrate` does (the same count finds it pending): BEGIN, the advisory lock, Tortoise's executor
-# (its table 1, the applied ones 2 then 1, SAVEPOINT, CREATE TABLE, RELEASE, the record 2),
-# COMMIT: 12 more round trips and 11 more statements, once per database.
-FIRST_RUN = 12, 11
+from database.testing.budgets import BUDGETS, FIRST_RUN
 
 
 @dataclass
@@ -129,7 +114,7 @@ def test_counter_sees_a_close_that_waits(tls_pg: Postgres, local_pg: servers.Pos
     """The instrument itself: plain asyncpg's close() waits for the server to hang up (one
     round trip that PromptCloseConnection saves), and the proxy counts it: exactly 12 (11 with
     direct TLS)."""
-    observed = run_counted("bench/plain_asyncpg.py", tls_pg, local_pg, dbname, tmp_path)
+    observed = run_counted("database/testing/plain_asyncpg.py", tls_pg, local_pg, dbname, tmp_path)
     [trace] = observed.traces
     assert_negotiation(trace, local_pg, observed)
     # TCP, SSLRequest, TLS, SCRAM 3, CREATE TABLE, INSERT 2, SELECT 2, and the wait at close

@@ -13,11 +13,10 @@ from database.config import project_models
 from database.connecting import is_not_ready
 from database.environment import load_database_url
 from database.errors import failure_reason
+from database.testing.fixtures import ROOT
 
 import asyncpg
 import pytest
-
-from tests.library.conftest import ROOT
 
 NEON = "ep-cool-darkness-123456.us-east-2.aws.neon.tech"
 POOLER = "ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech"

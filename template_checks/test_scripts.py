@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.library.conftest import ROOT, Postgres, copy_project, query, run_script, script_env
+from database.testing.fixtures import ROOT, Postgres, copy_project, query, run_script, script_env
 
 
 def assert_clean(result) -> None:  # type: ignore[no-untyped-def]
@@ -36,7 +36,7 @@ def test_main_twice_with_neon_console_url(pg: Postgres, dbname: str, db_url: str
 
 
 def servers_password_absent(text: str) -> bool:
-    from tests.library import servers
+    from database.testing import servers
 
     return servers.APP_PASSWORD not in text and "s3cret" not in text
 

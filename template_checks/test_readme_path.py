@@ -16,7 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.library.conftest import BUILDS, ROOT, Postgres, copy_project, query, script_env
+from database.testing.fixtures import BUILDS, ROOT, Postgres, copy_project, query, script_env
+
 from tests.library.test_fastapi_app import app_running
 
 README = (ROOT / "README.md").read_text()

@@ -11,10 +11,7 @@ import time
 from pathlib import Path
 
 from database import SCHEMA_LOCK_ID
-
-import pytest
-
-from tests.library.conftest import (
+from database.testing.fixtures import (
     ROOT,
     Postgres,
     execute,
@@ -23,6 +20,8 @@ from tests.library.conftest import (
     script_env,
     start_script,
 )
+
+import pytest
 
 LOCK = 4_242_001  # an advisory lock the test holds to pause the script's INSERT
 SIGPIPE_EXIT = 141  # what a shell shows for `seq 1000000 | head -1`'s seq: 128 + SIGPIPE

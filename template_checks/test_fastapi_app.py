@@ -11,14 +11,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import database
+from database.testing import servers
+from database.testing.fixtures import ROOT, Postgres, execute, query, run, script_env
+from database.testing.servers import free_port
 
 import httpx
 import pytest
 from tortoise import Tortoise
-
-from tests.library import servers
-from tests.library.conftest import ROOT, Postgres, execute, query, run, script_env
-from tests.library.servers import free_port
 
 NAME_RULE = "the name must be 1 to 50 characters"
 

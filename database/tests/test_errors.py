@@ -9,30 +9,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import pytest
+from database.testing import servers
+from database.testing.fixtures import Postgres, run_script, script_env, unreached_url
 
-from tests.library import servers
-from tests.library.conftest import Postgres, query, run_script, script_env, unreached_url
+import pytest
 
 PASSWORD = servers.APP_PASSWORD
 
 
-def error_line(result, *, password: str = PASSWORD) -> str:  # type: ignore[no-untyped-def]
-    """The single error line; asserts everything else the error contract says."""
-    assert result.returncode == 1, result.stdout + result.stderr
-    output = result.stdout + result.stderr
-    assert "Traceback" not in output
-    assert password not in output and "s3cret" not in output
-    lines = [line for line in result.stderr.splitlines() if "not ready" not in line]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("Error: ")
-    assert "Inserted" not in result.stdout
-    return lines[0]
-
-
-def no_table(pg: Postgres, dbname: str) -> bool:
-    return query(pg, dbname, "SELECT count(*) FROM pg_tables WHERE tablename = 'demo_users'"
-                 )[0][0] == 0
 
 
 @pytest.mark.parametrize(("url", "password", "expected"), [

@@ -1,0 +1,77 @@
+"""An ASGI app under uvicorn, as the README runs it (``uvicorn app:app``), for the tests."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import database
+from database.testing.fixtures import Postgres, project, project_config, run
+from database.testing.servers import free_port
+
+import httpx
+import pytest
+from tortoise import Tortoise
+
+
+def start_uvicorn(env: dict[str, str], log: Path, app: str, cwd: Path | None = None,
+                  ) -> tuple[subprocess.Popen[bytes], int]:
+    """`uvicorn APP --port PORT` in the project's folder (or ``cwd``)."""
+    port = free_port()
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", app, "--port", str(port)],
+            env=env, cwd=cwd or project(), stdout=out, stderr=subprocess.STDOUT)
+    return server, port
+
+
+def create_tables(pg: Postgres, db_url: str) -> None:
+    """The project's schema, from its migrations (as its scripts apply them), without a row."""
+
+    async def go() -> None:
+        settings = database.parse_database_url(db_url)
+        if pg.server and pg.server.ca_path:
+            settings.sslrootcert = str(pg.server.ca_path)
+        config = project_config(settings)
+        await Tortoise.init(config=config)
+        try:
+            await database.migrate(config["apps"])
+        finally:
+            await Tortoise.close_connections()
+
+    run(go())
+
+
+@contextmanager
+def app_running(env: dict[str, str], log: Path, app: str, cwd: Path | None = None,
+                timeout: float = 30) -> Iterator[httpx.Client]:
+    """uvicorn with the app (``start_uvicorn``), a client once it answers; stopped after."""
+    server, port = start_uvicorn(env, log, app, cwd)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=timeout) as client:
+            wait_until_up(client, server, log)
+            yield client
+    finally:
+        server.terminate()
+        try:
+            server.wait(15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def wait_until_up(client: httpx.Client, server: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"uvicorn exited with {server.returncode}:\n{log.read_text()}")
+        try:
+            client.get("/health").raise_for_status()
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    pytest.fail(f"the app did not answer /health within 60 s:\n{log.read_text()}")

@@ -1,0 +1,8 @@
+"""The library's own project: models, migrations, two scripts and a small app that exercise the
+database package the way a user's project does, so that the library's tests never depend on
+main.py, transactions.py, app.py, settings.py or the User model of the checkout they live in.
+
+The tests copy this folder with the package beside it (database/testing/fixtures.py
+``library_project``) and run everything there: ``python members.py``, ``python ledger.py``,
+``uvicorn web:app``, ``python -m tortoise migrate``.
+"""

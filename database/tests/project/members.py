@@ -1,0 +1,36 @@
+"""The library's test script: add a member, print the count and the newest, as a user's script.
+
+    python members.py [--name NAME]
+"""
+
+import argparse
+
+import database
+
+from tortoise import fields
+from tortoise.models import Model
+
+TABLE = "library_members"
+
+
+class Member(Model):
+    id = fields.IntField(primary_key=True)
+    name = fields.CharField(max_length=50)
+    joined_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = TABLE
+
+
+async def add(name: str) -> None:
+    async with database.connect():
+        member = await Member.create(name=name)
+        print(f"Added member #{member.id}: {member.name}")
+        newest = await Member.all().order_by("-id").limit(10).values_list("name", flat=True)
+        print(f"{await Member.all().count()} members; newest: {', '.join(newest)}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Add a member.")
+    parser.add_argument("--name", default="Member")
+    database.run(add(parser.parse_args().name))

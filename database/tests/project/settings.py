@@ -1,0 +1,3 @@
+"""The library project's settings: its one model module."""
+
+MODELS = ["members"]

@@ -1,0 +1,25 @@
+"""The template's own checks: ``python -m pytest template_checks``. They check the demo as it
+ships (main.py, transactions.py, app.py, the User model, the README's path, the round-trip
+budgets of both scripts). When you rewrite the demo, delete this folder: your tests (tests/) and
+the library's (database/tests/) do not depend on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from database.testing.fixtures import *
+from database.testing.fixtures import copy_project, use_project
+
+import pytest
+
+APP = "app:app"  # `uvicorn app:app`, as the README runs it
+
+
+@pytest.fixture(scope="session", autouse=True)
+def the_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A copy of the template's files (no .env), where its scripts run."""
+    path = copy_project(tmp_path_factory.mktemp("template"))
+    use_project(path, models=["main"], migrations="migrations")
+    yield path
