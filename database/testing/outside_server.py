@@ -4,7 +4,7 @@
 
 CI's proof (``.ci/outside-server``) that the suite passes against someone else's server (a Neon
 branch, a company server): it starts a throwaway cluster of its own, with TLS from a throwaway CA
-and SCRAM, and runs ``python -m pytest`` with TEST_DATABASE_URL naming it by host name
+and SCRAM, and runs your tests and the library's suite with TEST_DATABASE_URL naming it by host name
 (``localhost``) and the CA trusted the way a private CA is, through SSL_CERT_FILE. Then a few
 tests again with the trust in the URL instead (``sslrootcert=``). The cluster is stopped at the
 end. The tests that must stop or own the server (restarts, its log, PgBouncer in front) skip.
@@ -20,18 +20,20 @@ import time
 from urllib.parse import quote
 
 from database.testing import servers
+from database.testing.sealed import child_env
 
-# With the trust in the URL: the scripts, the FastAPI app, a connect error.
+# Your tests and the library's suite; then, with the trust in the URL: your tests, the CLI's
+# migrations, a connect error.
+SUITES = ["tests", "database/tests"]
 SSLROOTCERT_TESTS = [
-    "tests/library/test_scripts.py::test_main_twice_with_neon_console_url",
-    "tests/library/test_scripts.py::test_transactions_on_a_fresh_database",
-    "tests/library/test_fastapi_app.py::test_create_and_list_users_newest_first",
-    "tests/library/test_errors.py::test_wrong_password",
+    "tests",
+    "database/tests/test_migrations.py",
+    "database/tests/test_errors.py::test_wrong_password",
 ]
 
 
 # 30 s against a silent socket of its own, never the database server: the normal run has it.
-NOT_AGAIN = ["--deselect", "tests/library/test_errors.py::test_host_that_never_answers_times_out"]
+NOT_AGAIN = ["--deselect", "database/tests/test_errors.py::test_host_that_never_answers_times_out"]
 
 
 def pytest(args: list[str], env: dict[str, str]) -> int:
@@ -53,13 +55,13 @@ def main(args: list[str]) -> int:
     try:
         by_name = dataclasses.replace(server, host="localhost")  # the certificate names it too
         url = by_name.url("postgres")  # ?sslmode=require&channel_binding=require
-        env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "PGSSLROOTCERT")}
+        env = child_env()  # built for the run: nothing of the caller's database variables
 
         started = time.monotonic()
         shown = url.replace(quote(servers.APP_PASSWORD, safe=""), "***")
         print(f"== TEST_DATABASE_URL={shown} with SSL_CERT_FILE={server.ca_path}", flush=True)
         trusted = {**env, "TEST_DATABASE_URL": url, "SSL_CERT_FILE": str(server.ca_path)}
-        status = pytest([*NOT_AGAIN, *args], trusted)
+        status = pytest([*SUITES, *NOT_AGAIN, *args], trusted)
 
         print("== The same server, trusted through sslrootcert= in TEST_DATABASE_URL", flush=True)
         env.pop("SSL_CERT_FILE", None)

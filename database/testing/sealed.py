@@ -11,10 +11,10 @@ import os
 import database.environment
 
 # What a child process may inherit: where programs and the home folder are, the locale, the
-# temporary folder, and the CA trust that TEST_DATABASE_URL's server may need. Nothing that
-# names a database.
+# temporary folder, CI (a nested suite skips nothing there either), and the CA trust that
+# TEST_DATABASE_URL's server may need. Nothing that names a database.
 PASSED_ON = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TZ",
-             "SYSTEMROOT", "SSL_CERT_FILE", "SSL_CERT_DIR")
+             "CI", "SYSTEMROOT", "SSL_CERT_FILE", "SSL_CERT_DIR")
 
 
 def names_a_database(key: str) -> bool:
