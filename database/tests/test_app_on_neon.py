@@ -67,7 +67,7 @@ def test_an_idle_app_lets_the_compute_scale_to_zero(neon: NeonProxy, pg: Postgre
     no floor to restore), while the platform polls /health; the next request wakes the compute."""
     endpoint = neon.endpoints[ENDPOINT]
     with app_through_neon(neon, pg, dbname, host, tmp_path / "uvicorn.log") as api:
-        assert api.post("/users", json={"name": "before"}).status_code == 201
+        assert api.post("/members", json={"name": "before"}).status_code == 201
         neon.suspend(ENDPOINT)
         assert not endpoint.sessions  # every connection of the app was ended
         opened = endpoint.attempts
@@ -77,7 +77,7 @@ def test_an_idle_app_lets_the_compute_scale_to_zero(neon: NeonProxy, pg: Postgre
             time.sleep(0.05)
         assert endpoint.attempts == opened, "the idle app opened a connection: the compute woke"
         assert endpoint.suspended
-        listed = api.get("/users")  # wakes the compute
+        listed = api.get("/members")  # wakes the compute
         assert listed.status_code == 200, listed.text
         assert [u["name"] for u in listed.json()] == ["before"]
         assert endpoint.attempts == opened + 1 and not endpoint.suspended
@@ -110,13 +110,13 @@ def test_no_500_while_the_compute_restarts_under_load(neon: NeonProxy, pg: Postg
         while not stop.is_set():
             i += 1
             if i % 2:
-                response = api.get("/users", params={"limit": 5})
+                response = api.get("/members", params={"limit": 5})
                 statuses["GET", response.status_code] += 1
                 if response.status_code != 200:
                     problems.append(f"GET {response.status_code}: {response.text}")
                 continue
             name = f"c{number}-{i}-{uuid.uuid4().hex[:6]}"
-            response = api.post("/users", json={"name": name})
+            response = api.post("/members", json={"name": name})
             statuses["POST", response.status_code] += 1
             if response.status_code == 201:
                 created.append(response.json()["id"])
@@ -147,10 +147,10 @@ def test_no_500_while_the_compute_restarts_under_load(neon: NeonProxy, pg: Postg
     assert not problems, problems[:5]
     assert statuses["GET", 200] > 0 and statuses["POST", 201] > 0, statuses
     assert "Traceback" not in output and "500 Internal Server Error" not in output, output
-    ids = {r["id"] for r in query(pg, dbname, "SELECT id FROM demo_users")}
+    ids = {r["id"] for r in query(pg, dbname, "SELECT id FROM library_members")}
     assert set(created) <= ids  # every 201 is a saved row
     if not_saved:
-        left = query(pg, dbname, "SELECT name FROM demo_users WHERE name = ANY($1::text[])",
+        left = query(pg, dbname, "SELECT name FROM library_members WHERE name = ANY($1::text[])",
                      not_saved)
         assert not left, left  # "may_have_been_saved": false means it was not
 
@@ -166,15 +166,15 @@ def test_statements_a_migration_made_stale_fail_no_request(neon: NeonProxy, pg: 
     through_pgbouncer(neon, request, local_pg)
     log = tmp_path / "uvicorn.log"
     with app_through_neon(neon, pg, dbname, hostnames.POOLED, log) as api:
-        assert api.post("/users", json={"name": "Ada"}).status_code == 201
+        assert api.post("/members", json={"name": "Ada"}).status_code == 201
         for _ in range(3):  # cached, and prepared on PgBouncer's server connections
-            assert api.get("/users").status_code == 200
-        execute(pg, dbname, "ALTER TABLE demo_users ALTER COLUMN name TYPE varchar(80)")
+            assert api.get("/members").status_code == 200
+        execute(pg, dbname, "ALTER TABLE library_members ALTER COLUMN name TYPE varchar(80)")
         for _ in range(5):
-            listed = api.get("/users")
+            listed = api.get("/members")
             assert listed.status_code == 200, listed.text
             assert [u["name"] for u in listed.json()] == ["Ada"]
-        assert api.post("/users", json={"name": "Grace"}).status_code == 201
+        assert api.post("/members", json={"name": "Grace"}).status_code == 201
     output = log.read_text()
     assert "Traceback" not in output, output
     assert output.count("Statement cache off for this process: a prepared statement went "
@@ -197,8 +197,8 @@ def test_a_pooler_without_prepared_statements_and_the_cache_asked_for(
 
         def client(number: int) -> None:
             for i in range(15):
-                statuses[api.post("/users", json={"name": f"{number}-{i}"}).status_code] += 1
-                statuses[api.get("/users").status_code] += 1
+                statuses[api.post("/members", json={"name": f"{number}-{i}"}).status_code] += 1
+                statuses[api.get("/members").status_code] += 1
 
         threads = [threading.Thread(target=client, args=(n,)) for n in range(4)]
         for thread in threads:
@@ -207,7 +207,7 @@ def test_a_pooler_without_prepared_statements_and_the_cache_asked_for(
             thread.join(120)
     output = log.read_text()
     assert set(statuses) == {200, 201}, (statuses, output)
-    assert query(pg, dbname, "SELECT count(*) FROM demo_users")[0][0] == 60
+    assert query(pg, dbname, "SELECT count(*) FROM library_members")[0][0] == 60
     assert "Traceback" not in output, output
     assert output.count("Statement cache off for this process: the pooler does not keep "
                         "prepared statements") == 1, output
@@ -230,8 +230,8 @@ def test_one_round_trip_per_repeated_statement_on_the_pooler(
         with app_through_neon(neon, pg, dbname, hostnames.POOLED, log, proxy.port,
                               **params) as api:
             assert set(burst(api)) == {200, 201}  # spread over PgBouncer's server connections
-            for method, path, cost in [("GET", "/users", expected),
-                                       ("POST", "/users", expected),
+            for method, path, cost in [("GET", "/members", expected),
+                                       ("POST", "/members", expected),
                                        ("GET", "/health/db", expected), ("GET", "/health", 0)]:
                 counted = round_trips_per_request(api, proxy, method, path, count=10)
                 assert counted == Counted(cost, 0, 0), f"{method} {path}: {counted}"
@@ -245,9 +245,9 @@ def test_one_round_trip_per_repeated_statement_on_the_pooler(
 
 @pytest.mark.parametrize(("sql", "read"), [
     ("SELECT 1", True),
-    ('  select "id" FROM "demo_users" LIMIT $1', True),
+    ('  select "id" FROM "library_members" LIMIT $1', True),
     ('SELECT "id" FROM "a" LIMIT 0;\nSELECT "id" FROM "b" LIMIT 0;', True),  # check_schema()
-    ('INSERT INTO "demo_users" ("name") VALUES ($1) RETURNING "id"', False),
+    ('INSERT INTO "library_members" ("name") VALUES ($1) RETURNING "id"', False),
     ("SELECT pg_advisory_xact_lock(1);\nCREATE TABLE x (id int)", False),  # create_schema()
     ("WITH gone AS (DELETE FROM t RETURNING *) SELECT count(*) FROM gone", False),
     ("UPDATE t SET a = 1", False),

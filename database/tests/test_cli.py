@@ -12,10 +12,10 @@ from pathlib import Path
 
 from database import SCHEMA_LOCK_ID
 from database.testing.fixtures import (
-    ROOT,
     Postgres,
     execute,
     migrate_database,
+    project,
     query,
     script_env,
     start_script,
@@ -28,24 +28,24 @@ SIGPIPE_EXIT = 141  # what a shell shows for `seq 1000000 | head -1`'s seq: 128 
 
 
 def pause_inserts(pg: Postgres, dbname: str) -> None:
-    """The quickstart's table (from the migrations), with a trigger that waits for the test's
+    """The project's table (from the migrations), with a trigger that waits for the test's
     advisory lock."""
     migrate_database(pg, dbname)
     execute(pg, dbname, f"""
         CREATE FUNCTION wait_for_the_test() RETURNS trigger LANGUAGE plpgsql AS
             $$ BEGIN PERFORM pg_advisory_xact_lock_shared({LOCK}); RETURN NULL; END $$;
-        CREATE TRIGGER paused AFTER INSERT ON demo_users
+        CREATE TRIGGER paused AFTER INSERT ON library_members
             FOR EACH ROW EXECUTE FUNCTION wait_for_the_test();
     """)
 
 
-def users(pg: Postgres, dbname: str) -> int:
-    return query(pg, dbname, "SELECT count(*) FROM demo_users")[0][0]
+def members(pg: Postgres, dbname: str) -> int:
+    return query(pg, dbname, "SELECT count(*) FROM library_members")[0][0]
 
 
 def test_output_closed_by_head_exits_quietly(pg: Postgres, dbname: str, db_url: str,
                                              tmp_path: Path) -> None:
-    """`python main.py | head -1`: head reads the first line and exits while the script is
+    """`python members.py | head -1`: head reads the first line and exits while the script is
     inserting; the script's next line finds no reader. No error line, no "Exception ignored"."""
     pause_inserts(pg, dbname)
 
@@ -53,39 +53,39 @@ def test_output_closed_by_head_exits_quietly(pg: Postgres, dbname: str, db_url: 
     admin = loop.run_until_complete(pg.admin(dbname))
     try:
         loop.run_until_complete(admin.execute("SELECT pg_advisory_lock($1)", LOCK))
-        script = start_script("main.py", env=script_env(pg, db_url), cwd=tmp_path)
+        script = start_script("members.py", env=script_env(pg, db_url), cwd=tmp_path)
         assert script.stdout is not None
         head = subprocess.Popen(["head", "-1"], stdin=script.stdout, stdout=subprocess.PIPE,
                                 text=True)
         script.stdout.close()  # only head reads the script's output now
         first_line, _ = head.communicate(timeout=60)
     finally:
-        loop.run_until_complete(admin.close())  # releases the lock: "Inserted ..." comes next
+        loop.run_until_complete(admin.close())  # releases the lock: "Added ..." comes next
         loop.close()
     _, err = script.communicate(timeout=60)
     assert first_line.startswith("Connected to PostgreSQL at ")
     assert err == ""  # neither a database error nor Python's "Exception ignored ... BrokenPipe"
     assert script.returncode == SIGPIPE_EXIT
-    assert users(pg, dbname) == 1  # the committed INSERT, nothing else
+    assert members(pg, dbname) == 1  # the committed INSERT, nothing else
 
 
 def test_output_closed_before_a_buffered_write_exits_quietly(pg: Postgres, dbname: str,
                                                             db_url: str, tmp_path: Path) -> None:
     """Output to a pipe is buffered (no PYTHONUNBUFFERED): it is written at the end, when the
-    reader may be long gone (`python main.py | true`)."""
+    reader may be long gone (`python members.py | true`)."""
     env = script_env(pg, db_url)
     del env["PYTHONUNBUFFERED"]
-    script = start_script("main.py", env=env, cwd=tmp_path)
+    script = start_script("members.py", env=env, cwd=tmp_path)
     assert script.stdout is not None
     script.stdout.close()  # the reader has gone before the script writes a line
     _, err = script.communicate(timeout=60)
     assert err == ""
     assert script.returncode == SIGPIPE_EXIT
-    assert users(pg, dbname) == 1
+    assert members(pg, dbname) == 1
 
 
 INTERRUPTED = "Interrupted (Ctrl-C): stopped cleanly; nothing unfinished was saved."
-SCRIPTS = ["main.py", "transactions.py"]
+SCRIPTS = ["members.py", "ledger.py"]  # a plain write, and transactions
 
 
 def local_url(port: int) -> str:
@@ -153,19 +153,19 @@ def test_ctrl_c_while_waiting_for_the_schema_lock(pg: Postgres, dbname: str, db_
         loop.run_until_complete(admin.close())
         loop.close()
     assert err.splitlines() == [INTERRUPTED]
-    rows = query(pg, dbname, "SELECT count(*) FROM pg_tables WHERE tablename = 'demo_users'")
+    rows = query(pg, dbname, "SELECT count(*) FROM pg_tables WHERE tablename = 'library_members'")
     assert rows[0][0] == 0
 
 
 def test_ctrl_c_mid_insert_saves_nothing(pg: Postgres, dbname: str, db_url: str,
                                          tmp_path: Path) -> None:
-    """Ctrl-C while main.py's INSERT waits for a lock the test holds: rolled back."""
+    """Ctrl-C while members.py's INSERT waits for a lock the test holds: rolled back."""
     pause_inserts(pg, dbname)
     loop = asyncio.new_event_loop()
     admin = loop.run_until_complete(pg.admin(dbname))
     try:
         loop.run_until_complete(admin.execute("SELECT pg_advisory_lock($1)", LOCK))
-        proc = start_script("main.py", env=script_env(pg, db_url), cwd=tmp_path)
+        proc = start_script("members.py", env=script_env(pg, db_url), cwd=tmp_path)
         wait_for_lock_waiter(pg, dbname, proc)
         out, err = interrupt(proc)
     finally:
@@ -173,7 +173,7 @@ def test_ctrl_c_mid_insert_saves_nothing(pg: Postgres, dbname: str, db_url: str,
         loop.close()
     assert out.startswith("Connected to PostgreSQL at ")
     assert err.splitlines() == [INTERRUPTED]
-    assert users(pg, dbname) == 0
+    assert members(pg, dbname) == 0
 
 
 def wait_for_lock_waiter(pg: Postgres, dbname: str, proc: subprocess.Popen[str]) -> None:
@@ -196,15 +196,15 @@ def test_importing_the_package_leaves_ctrl_c_alone() -> None:
             "before = [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)]\n"
             "import database\n"
             "print([signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)] == before)\n")
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, text=True,
+    result = subprocess.run([sys.executable, "-c", code], cwd=project(), text=True,
                             capture_output=True, timeout=60, check=False)
     assert result.stdout.strip() == "True", result.stderr
 
 
-@pytest.mark.parametrize("script", ["main.py", "transactions.py"])
+@pytest.mark.parametrize("script", ["members.py", "ledger.py"])
 def test_a_python_without_the_requirements_is_one_line(script: str, tmp_path: Path) -> None:
     """Outside the venv (here: without site-packages), one line saying what to run."""
-    result = subprocess.run([sys.executable, "-S", str(ROOT / script)], cwd=tmp_path, text=True,
+    result = subprocess.run([sys.executable, "-S", str(project() / script)], cwd=tmp_path, text=True,
                             capture_output=True, timeout=60, check=False)
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr.splitlines() == [
@@ -217,7 +217,7 @@ def test_a_python_without_the_requirements_is_one_line(script: str, tmp_path: Pa
 def test_a_python_older_than_3_10_is_one_line() -> None:
     code = ("import sys; sys.version_info = (3, 9, 18, 'final', 0); sys.version = '3.9.18'; "
             "import database")
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, text=True,
+    result = subprocess.run([sys.executable, "-c", code], cwd=project(), text=True,
                             capture_output=True, timeout=60, check=False)
     assert result.returncode == 1
     assert result.stderr.splitlines() == [

@@ -6,20 +6,19 @@ from __future__ import annotations
 
 import database
 from database.client import NotSaved
-from database.testing.fixtures import Postgres, migrate_database, query, run
+from database.testing.fixtures import Postgres, migrate_database, project_config, query, run
+from database.tests.project.members import Member
 
 import pytest
 from tortoise import Tortoise
 from tortoise.transactions import in_transaction
-
-from main import User
 
 
 async def tortoise_on(pg: Postgres, db_url: str) -> None:
     settings = database.parse_database_url(db_url)
     if pg.server and pg.server.ca_path:
         settings.sslrootcert = str(pg.server.ca_path)
-    await Tortoise.init(config=database.tortoise_config(settings))
+    await Tortoise.init(config=project_config(settings))
 
 
 async def end_backend(pg: Postgres, dbname: str, backend: int) -> None:
@@ -39,16 +38,16 @@ def test_a_transaction_whose_connection_is_lost_is_not_saved(pg: Postgres, dbnam
         try:
             with pytest.raises(NotSaved) as raised:
                 async with in_transaction() as connection:
-                    await User.create(name="Ada", using_db=connection)
+                    await Member.create(name="Ada", using_db=connection)
                     backend = (await connection.execute_query_dict(
                         "SELECT pg_backend_pid() AS pid"))[0]["pid"]
                     await end_backend(pg, dbname, backend)  # the compute restarts here
-                    await User.create(name="Grace", using_db=connection)
+                    await Member.create(name="Grace", using_db=connection)
             assert "Lost the connection to the database" in str(raised.value)
-            await User.create(name="Linus")  # the pool hands out a new connection
+            await Member.create(name="Linus")  # the pool hands out a new connection
         finally:
             await Tortoise.close_connections()
 
     run(go())
-    names = [row["name"] for row in query(pg, dbname, "SELECT name FROM demo_users")]
+    names = [row["name"] for row in query(pg, dbname, "SELECT name FROM library_members")]
     assert names == ["Linus"]  # nothing of the lost transaction

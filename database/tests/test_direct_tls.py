@@ -19,11 +19,19 @@ from pathlib import Path
 
 import database
 from database.testing import hostnames, servers
-from database.testing.fixtures import Postgres, missing, query, run_script, script_env
+from database.testing.fixtures import (
+    Postgres,
+    error_line,
+    missing,
+    no_table,
+    project_config,
+    query,
+    run_script,
+    script_env,
+)
 from database.testing.proxy import ProxyThread, Trace
 
 import pytest
-from tests.library.test_errors import error_line, no_table
 from tortoise import Tortoise, connections
 from tortoise.transactions import in_transaction
 
@@ -53,18 +61,18 @@ def test_explicit_direct_tls(tls_pg: Postgres, local_pg: servers.PostgresServer,
     line at once, not retried."""
     env = script_env(tls_pg, local_pg.url(dbname, direct=True))
     if local_pg.direct_tls:
-        for script in ("main.py", "transactions.py"):
+        for script in ("members.py", "ledger.py"):
             result = run_script(script, env=env, cwd=tmp_path)
             assert result.returncode == 0 and not result.stderr, result.stderr
         assert "without ALPN" not in local_pg.log()
-        assert query(tls_pg, dbname, "SELECT count(*) FROM demo_users")[0][0] == 2
+        assert query(tls_pg, dbname, "SELECT count(*) FROM library_members")[0][0] == 2
         return
     started = time.monotonic()
-    line = error_line(run_script("main.py", env=env, cwd=tmp_path))
+    line = error_line(run_script("members.py", env=env, cwd=tmp_path))
     assert line.startswith("Error: Direct TLS failed at 127.0.0.1 (")
     assert line.endswith("remove sslnegotiation=direct from DATABASE_URL")
     assert time.monotonic() - started < 15  # not retried
-    assert no_table(tls_pg, dbname)
+    assert no_table(tls_pg, dbname, "library_members")
 
 
 @pytest.mark.parametrize(("negotiation", "before_17", "from_17"), [
@@ -78,7 +86,7 @@ def test_neon_host(tls_pg: Postgres, local_pg: servers.PostgresServer, dbname: s
                    from_17: list[str]) -> None:
     with ProxyThread(local_pg.host, local_pg.port) as proxy:
         url = local_pg.url(dbname, host=neon_host, port=proxy.port, query=CONSOLE + negotiation)
-        result = run_script("main.py", env=script_env(tls_pg, url), cwd=tmp_path)
+        result = run_script("members.py", env=script_env(tls_pg, url), cwd=tmp_path)
         traces = proxy.settle()
     assert begun(traces) == (from_17 if local_pg.direct_tls else before_17)
     if local_pg.direct_tls or negotiation == "&sslnegotiation=postgres":
@@ -88,7 +96,7 @@ def test_neon_host(tls_pg: Postgres, local_pg: servers.PostgresServer, dbname: s
         [line] = result.stderr.splitlines()
         prefix, _, suffix = FALLBACK.format(host=neon_host, reason="\0").partition("\0")
         assert line.startswith(prefix) and line.endswith(suffix), line
-        assert "Inserted user #1" in result.stdout
+        assert "Added member #1" in result.stdout
     else:
         line = error_line(result)
         assert line.startswith(f"Error: Direct TLS failed at {neon_host} (")
@@ -112,7 +120,7 @@ def test_a_pool_falls_back_once(tls_pg: Postgres, local_pg: servers.PostgresServ
                 await connection.execute_query("SELECT pg_sleep(0.3)")
 
         async def go() -> None:
-            await Tortoise.init(config=database.tortoise_config(settings))
+            await Tortoise.init(config=project_config(settings))
             try:
                 await connections.get("default").execute_query("SELECT 1")
                 await asyncio.gather(busy(), busy(), busy())

@@ -10,11 +10,19 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from database.testing import servers
-from database.testing.fixtures import Postgres, run_script, script_env, unreached_url
+from database.testing.fixtures import (
+    Postgres,
+    error_line,
+    no_table,
+    run_script,
+    script_env,
+    unreached_url,
+)
 
 import pytest
 
 PASSWORD = servers.APP_PASSWORD
+TABLE = "library_members"
 
 
 
@@ -34,7 +42,7 @@ PASSWORD = servers.APP_PASSWORD
 ])
 def test_bad_url_is_refused_before_connecting(tmp_path: Path, url: str, password: str,
                                               expected: list[str]) -> None:
-    line = error_line(run_script("main.py", env=script_env(None, url), cwd=tmp_path),
+    line = error_line(run_script("members.py", env=script_env(None, url), cwd=tmp_path),
                       password=password)
     assert all(word in line for word in expected), line
     assert "ss#1" not in line and "@ss" not in line  # no piece of a password cut in two
@@ -43,22 +51,22 @@ def test_bad_url_is_refused_before_connecting(tmp_path: Path, url: str, password
 
 def test_wrong_password(pg: Postgres, dbname: str, tmp_path: Path) -> None:
     url = pg.url(dbname, password="Wrong-Password-42")
-    line = error_line(run_script("main.py", env=script_env(pg, url), cwd=tmp_path),
+    line = error_line(run_script("members.py", env=script_env(pg, url), cwd=tmp_path),
                       password="Wrong-Password-42")
     assert f"Password authentication failed for user {urlsplit(url).username}" in line
-    assert no_table(pg, dbname)
+    assert no_table(pg, dbname, TABLE)
 
 
 def test_unknown_database(pg: Postgres, tmp_path: Path) -> None:
     url = pg.url("no_such_database_here")
-    line = error_line(run_script("main.py", env=script_env(pg, url), cwd=tmp_path))
+    line = error_line(run_script("members.py", env=script_env(pg, url), cwd=tmp_path))
     assert "Database no_such_database_here does not exist" in line
 
 
 def test_unknown_host(tmp_path: Path) -> None:
     url = unreached_url("neondb", host="ep-typo-in-host.invalid")
     started = time.monotonic()
-    line = error_line(run_script("main.py", env=script_env(None, url), cwd=tmp_path))
+    line = error_line(run_script("members.py", env=script_env(None, url), cwd=tmp_path))
     assert "Cannot find the host ep-typo-in-host.invalid" in line
     assert time.monotonic() - started < 15  # not retried
 
@@ -72,7 +80,7 @@ def test_nothing_listening(tmp_path: Path, host: str, query: str, limit: int) ->
     after 5 s (a local server still starting listens within that), not the 30 s deadline."""
     url = unreached_url("neondb", host=host, port=servers.free_port()) + query
     started = time.monotonic()
-    result = run_script("main.py", env=script_env(None, url), cwd=tmp_path)
+    result = run_script("members.py", env=script_env(None, url), cwd=tmp_path)
     elapsed = time.monotonic() - started
     line = error_line(result)
     assert f"within {limit} s (connection refused" in line
@@ -88,11 +96,11 @@ def test_tls_verification_failure(tls_pg: Postgres, local_pg: servers.PostgresSe
     env = script_env(None, tls_pg.url(dbname))
     env.pop("SSL_CERT_FILE", None)
     started = time.monotonic()
-    line = error_line(run_script("main.py", env=env, cwd=tmp_path))
+    line = error_line(run_script("members.py", env=env, cwd=tmp_path))
     assert "TLS certificate verification failed for 127.0.0.1" in line
     assert "sslrootcert=" in line
     assert time.monotonic() - started < 15  # not retried
-    assert no_table(tls_pg, dbname)
+    assert no_table(tls_pg, dbname, TABLE)
 
 
 @pytest.fixture
@@ -126,7 +134,7 @@ def test_host_that_never_answers_times_out(silent_server: int, tmp_path: Path) -
     # the default deadlines: 10 s a try, 30 s in all
     url = unreached_url("neondb", host="127.0.0.1", port=silent_server)
     started = time.monotonic()
-    result = run_script("main.py", env=script_env(None, url), cwd=tmp_path)
+    result = run_script("members.py", env=script_env(None, url), cwd=tmp_path)
     elapsed = time.monotonic() - started
     line = error_line(result)
     assert "within 30 s (timed out" in line

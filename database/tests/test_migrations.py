@@ -1,4 +1,4 @@
-"""Tortoise's built-in migrations, run from the repository root as the README shows.
+"""Tortoise's built-in migrations on the library's project, run from its root as the README shows.
 
 `python -m tortoise` is the `tortoise` command: it finds `database.TORTOISE_ORM` through
 pyproject.toml's [tool.tortoise] and the database through DATABASE_URL, with no flags.
@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from database.testing.fixtures import (
     Postgres,
-    copy_project,
+    library_project,
     query,
     run_script,
     script_env,
@@ -40,42 +40,42 @@ def applied(pg: Postgres, dbname: str) -> list[str]:
     return sorted(r["name"] for r in rows)
 
 
-def test_the_shipped_migration_matches_the_model_and_creates_the_users_table(
+def test_the_projects_migration_matches_the_model_and_creates_its_table(
     pg: Postgres, dbname: str, db_url: str, tmp_path: Path
 ) -> None:
-    copy_project(tmp_path)  # a copy: makemigrations would write migrations/ beside the code
+    library_project(tmp_path)  # a copy: makemigrations would write migrations/ there
     env = script_env(pg, db_url)
 
-    # migrations/0001_initial.py is User as main.py defines it: nothing to make.
+    # migrations/0001_initial.py is Member as members.py defines it: nothing to make.
     assert "No changes detected" in tortoise("makemigrations", env=env, cwd=tmp_path).stdout
-    assert query(pg, dbname, "SELECT to_regclass('demo_users') AS t")[0]["t"] is None
+    assert query(pg, dbname, "SELECT to_regclass('library_members') AS t")[0]["t"] is None
 
     migrated = tortoise("migrate", env=env, cwd=tmp_path)
     assert "Applying models.0001_initial... OK" in migrated.stdout
     columns = query(pg, dbname, "SELECT column_name, data_type FROM information_schema.columns "
-                                "WHERE table_name = 'demo_users' ORDER BY ordinal_position")
+                                "WHERE table_name = 'library_members' ORDER BY ordinal_position")
     assert [(c["column_name"], c["data_type"]) for c in columns] == [
         ("id", "integer"), ("name", "character varying"),
-        ("created_at", "timestamp with time zone")]
+        ("joined_at", "timestamp with time zone")]
     assert applied(pg, dbname) == on_disk(tmp_path)
     assert "No migrations to apply" in tortoise("migrate", env=env, cwd=tmp_path).stdout
 
-    # main.py works on the migrated table, and finds nothing to apply.
-    result = run_script("main.py", "--name", "Migrated", env=env, cwd=tmp_path)
+    # The script works on the migrated table, and finds nothing to apply.
+    result = run_script("members.py", "--name", "Migrated", env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "Inserted user #1: Migrated" in result.stdout
-    rows = query(pg, dbname, "SELECT name FROM demo_users")
+    assert "Added member #1: Migrated" in result.stdout
+    rows = query(pg, dbname, "SELECT name FROM library_members")
     assert [r["name"] for r in rows] == ["Migrated"]
     assert applied(pg, dbname) == on_disk(tmp_path)
 
 
-def test_main_applies_the_migrations_the_cli_then_finds_applied(
+def test_a_script_applies_the_migrations_the_cli_then_finds_applied(
     pg: Postgres, dbname: str, db_url: str, tmp_path: Path
 ) -> None:
-    """The README's order: `python main.py` first, then `tortoise migrate` has nothing to do."""
-    copy_project(tmp_path)
+    """The README's order: the script first, then `tortoise migrate` has nothing to do."""
+    library_project(tmp_path)
     env = script_env(pg, db_url)
-    result = run_script("main.py", env=env, cwd=tmp_path)
+    result = run_script("members.py", env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert applied(pg, dbname) == on_disk(tmp_path)
     assert "No migrations to apply" in tortoise("migrate", env=env, cwd=tmp_path).stdout
@@ -85,9 +85,9 @@ def test_scripts_starting_at_once_apply_the_migrations_once(
     pg: Postgres, dbname: str, db_url: str, tmp_path: Path
 ) -> None:
     """Several processes on a fresh database: the advisory lock lets one apply 0001_initial."""
-    copy_project(tmp_path)
+    library_project(tmp_path)
     env = script_env(pg, db_url)
-    scripts = [start_script("main.py", "--name", f"P{i}", env=env, cwd=tmp_path)
+    scripts = [start_script("members.py", "--name", f"P{i}", env=env, cwd=tmp_path)
                for i in range(4)]
     outcomes = [(p.wait(120), p.stderr.read() if p.stderr else "") for p in scripts]
     for script in scripts:
@@ -96,12 +96,12 @@ def test_scripts_starting_at_once_apply_the_migrations_once(
                 stream.close()
     assert all(code == 0 for code, _ in outcomes), outcomes
     assert applied(pg, dbname) == on_disk(tmp_path)
-    assert len(query(pg, dbname, "SELECT 1 FROM demo_users")) == 4
+    assert len(query(pg, dbname, "SELECT 1 FROM library_members")) == 4
 
 
 def test_migrate_with_a_wrong_password_is_one_line(pg: Postgres, dbname: str,
                                                    tmp_path: Path) -> None:
-    copy_project(tmp_path)
+    library_project(tmp_path)
     url = pg.url(dbname, password="Wrong-Password-42")
     result = tortoise("migrate", env=script_env(pg, url), cwd=tmp_path, expect=1)
     assert "Traceback" not in result.stderr and "Wrong-Password-42" not in result.stderr
@@ -115,15 +115,15 @@ def test_migrate_with_a_wrong_password_is_one_line(pg: Postgres, dbname: str,
 def test_the_cli_uses_the_unpooled_string_and_the_scripts_do_not(
     pg: Postgres, dbname: str, db_url: str, tmp_path: Path
 ) -> None:
-    """Neon's two strings: `tortoise migrate` on DATABASE_URL_UNPOOLED, main.py on DATABASE_URL
+    """Neon's two strings: `tortoise migrate` on DATABASE_URL_UNPOOLED, a script on DATABASE_URL
     (here one that names another database, so each run shows which string it used)."""
-    copy_project(tmp_path)
+    library_project(tmp_path)
     elsewhere = pg.url("qs_not_this_one")
     env = script_env(pg, elsewhere, DATABASE_URL_UNPOOLED=db_url)
     migrated = tortoise("migrate", env=env, cwd=tmp_path).stdout
     assert "Applying models.0001_initial... OK" in migrated
     assert applied(pg, dbname) == on_disk(tmp_path)
-    result = run_script("main.py", env=env, cwd=tmp_path)
+    result = run_script("members.py", env=env, cwd=tmp_path)
     assert result.returncode == 1
     assert "Database qs_not_this_one does not exist" in result.stderr
     assert "in DATABASE_URL (" in result.stderr

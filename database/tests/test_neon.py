@@ -35,23 +35,23 @@ def test_both_scripts_with_neons_console_string(neon: NeonProxy, pg: Postgres, d
     if host == hostnames.POOLED:
         through_pgbouncer(neon, request, local_pg)
     env = script_env(pg, neon_url(neon, dbname, host))
-    transactions = run_script("transactions.py", env=env, cwd=tmp_path)  # a fresh database
+    transactions = run_script("ledger.py", env=env, cwd=tmp_path)  # a fresh database
     assert_clean(transactions)
     assert "Rows saved by this run: 0 for 'Alice (run " in transactions.stdout
     assert ", 1 for 'Bob (run " in transactions.stdout
 
-    first = run_script("main.py", env=env, cwd=tmp_path)
+    first = run_script("members.py", env=env, cwd=tmp_path)
     assert_clean(first)
     pooled = "; pooled endpoint" if host == hostnames.POOLED else ""  # the cache stays on
     assert (f"Connected to PostgreSQL at {host}:{neon.port}/{dbname} as quickstart "
             f"(TLS on, certificate verified{pooled})") in first.stdout
     assert "2 users in total; newest 2:" in first.stdout
 
-    second = run_script("main.py", "--name", "Ada Lovelace", env=env, cwd=tmp_path)
+    second = run_script("members.py", "--name", "Ada Lovelace", env=env, cwd=tmp_path)
     assert_clean(second)
     assert "3 users in total; newest 3:" in second.stdout
     assert second.stdout.index("Ada Lovelace") < second.stdout.index("Neon User")
-    names = [r["name"] for r in query(pg, dbname, "SELECT name FROM demo_users ORDER BY id")]
+    names = [r["name"] for r in query(pg, dbname, "SELECT name FROM library_members ORDER BY id")]
     assert names[1:] == ["Neon User", "Ada Lovelace"] and names[0].startswith("Bob (run ")
     assert neon.endpoints[MAIN_ENDPOINT].attempts >= 3  # all of it through the proxy
 
@@ -71,7 +71,7 @@ def error_line(result) -> str:  # type: ignore[no-untyped-def]
 
 
 def no_table(pg: Postgres, dbname: str) -> bool:
-    return not query(pg, dbname, "SELECT 1 FROM pg_tables WHERE tablename = 'demo_users'")
+    return not query(pg, dbname, "SELECT 1 FROM pg_tables WHERE tablename = 'library_members'")
 
 
 P, D, T = hostnames.POOLED, hostnames.DIRECT, hostnames.TYPO
@@ -141,7 +141,7 @@ def test_final_failures_are_one_line_and_never_retried(
     endpoint.failure = getattr(neon_proxy, failure) if failure else None
     url = neon_url(neon, change.get("dbname", dbname),
                    **{k: v for k, v in change.items() if k != "dbname"})
-    result = run_script("main.py", env=script_env(pg, url), cwd=tmp_path)
+    result = run_script("members.py", env=script_env(pg, url), cwd=tmp_path)
     assert error_line(result) == expected
     assert change.get("password", "s3cret") not in result.stdout + result.stderr
     assert " not ready (" not in result.stderr and endpoint.attempts <= 1  # not retried
@@ -155,7 +155,7 @@ def test_what_waiting_can_fix_is_retried_until_the_deadline(
     endpoint = neon.endpoints[MAIN_ENDPOINT]
     endpoint.failure = getattr(neon_proxy, failure)
     url = neon_url(neon, dbname, host) + "&connect_timeout=1"
-    result = run_script("main.py", env=script_env(pg, url), cwd=tmp_path)
+    result = run_script("members.py", env=script_env(pg, url), cwd=tmp_path)
     line = error_line(result)
     waits = [x for x in result.stderr.splitlines() if " not ready (" in x]
     assert line == expected.format(n=endpoint.attempts) and endpoint.attempts > 2
@@ -173,7 +173,7 @@ def test_a_compute_that_fails_to_wake_twice_then_works(neon: NeonProxy, pg: Post
     endpoint = neon.endpoints[MAIN_ENDPOINT]
     endpoint.failure, endpoint.failures = neon_proxy.NOT_WOKEN, 2
     started = time.monotonic()
-    result = run_script("main.py", env=script_env(pg, neon_url(neon, dbname)), cwd=tmp_path)
+    result = run_script("members.py", env=script_env(pg, neon_url(neon, dbname)), cwd=tmp_path)
     took = time.monotonic() - started
     assert_clean(result)
     waits = result.stderr.splitlines()
@@ -188,7 +188,7 @@ def test_cold_start_is_a_slower_login_not_an_error(neon: NeonProxy, pg: Postgres
     endpoint = neon.endpoints[MAIN_ENDPOINT]
     endpoint.suspended, endpoint.wake_delay = True, 1.0
     started = time.monotonic()
-    result = run_script("main.py", env=script_env(pg, neon_url(neon, dbname)), cwd=tmp_path)
+    result = run_script("members.py", env=script_env(pg, neon_url(neon, dbname)), cwd=tmp_path)
     assert_clean(result)
     assert result.stderr == "" and "1 user in total" in result.stdout  # no retry: it waited
     assert time.monotonic() - started >= 1.0 and not endpoint.suspended
@@ -199,7 +199,7 @@ def test_a_script_whose_connection_is_closed_mid_run(neon: NeonProxy, pg: Postgr
                                                      tmp_path: Path, host: str) -> None:
     """The compute is suspended while main.py runs: its first query is never answered."""
     neon.endpoints[MAIN_ENDPOINT].suspend_after = 0
-    result = run_script("main.py", env=script_env(pg, neon_url(neon, dbname, host)), cwd=tmp_path)
+    result = run_script("members.py", env=script_env(pg, neon_url(neon, dbname, host)), cwd=tmp_path)
     reason = ("connection was closed in the middle of operation" if host == hostnames.POOLED
               else "terminating connection due to administrator command")
     assert error_line(result) == (
@@ -215,15 +215,15 @@ def test_the_app_keeps_serving_after_a_suspend(neon: NeonProxy, pg: Postgres, db
     create_tables(pg, pg.url(dbname))
     log = tmp_path / "uvicorn.log"
     with app_running(script_env(pg, neon_url(neon, dbname, host)), log) as client:
-        assert client.post("/users", json={"name": "before"}).status_code == 201
+        assert client.post("/members", json={"name": "before"}).status_code == 201
         endpoint = neon.endpoints[MAIN_ENDPOINT]
         assert endpoint.sessions  # the pool's connection is open
         endpoint.wake_delay = 0.5
         neon.suspend(MAIN_ENDPOINT)  # returns once the connections are closed
 
-        after = client.post("/users", json={"name": "after"})
+        after = client.post("/members", json={"name": "after"})
         assert after.status_code == 201, after.text
-        listed = client.get("/users")
+        listed = client.get("/members")
         assert listed.status_code == 200
         assert [u["name"] for u in listed.json()] == ["after", "before"]
         assert not endpoint.suspended  # woken by the request

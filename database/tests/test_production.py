@@ -54,21 +54,21 @@ def test_both_scripts_through_pgbouncer(pg: Postgres, local_pg: servers.Postgres
                                         pgbouncer: servers.PgBouncer, dbname: str,
                                         tmp_path: Path) -> None:
     env = script_env(pg, pooler_url(local_pg, pgbouncer, dbname))
-    for script in ("transactions.py", "main.py", "main.py"):
+    for script in ("ledger.py", "members.py", "members.py"):
         result = run_script(script, env=env, cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         assert "statement cache off" in result.stdout
-    assert query(pg, dbname, "SELECT count(*) FROM demo_users")[0][0] == 3
+    assert query(pg, dbname, "SELECT count(*) FROM library_members")[0][0] == 3
 
 
 def test_twelve_concurrent_runs_through_pgbouncer(pg: Postgres, local_pg: servers.PostgresServer,
                                                   pgbouncer: servers.PgBouncer, dbname: str,
                                                   tmp_path: Path) -> None:
     env = script_env(pg, pooler_url(local_pg, pgbouncer, dbname))
-    results = run_many("main.py", 12, env, tmp_path)
+    results = run_many("members.py", 12, env, tmp_path)
     failures = [r.stderr for r in results if r.returncode != 0]
-    assert failures == []  # the guide's main.py: 11 of 12 failed ("prepared statement ... exists")
-    assert query(pg, dbname, "SELECT count(*) FROM demo_users")[0][0] == 12
+    assert failures == []  # the guide's script: 11 of 12 failed ("prepared statement ... exists")
+    assert query(pg, dbname, "SELECT count(*) FROM library_members")[0][0] == 12
 
 
 def test_cold_start_server_appears_after_two_seconds(pg: Postgres,
@@ -78,7 +78,7 @@ def test_cold_start_server_appears_after_two_seconds(pg: Postgres,
     are retried for. One line says the script waits; then it runs as usual."""
     local_pg.stop()
     try:
-        proc = start_script("main.py", env=script_env(pg, pg.url(dbname)), cwd=tmp_path)
+        proc = start_script("members.py", env=script_env(pg, pg.url(dbname)), cwd=tmp_path)
         time.sleep(2)
         assert proc.poll() is None  # still waiting, not failed
     finally:
@@ -87,7 +87,7 @@ def test_cold_start_server_appears_after_two_seconds(pg: Postgres,
     assert proc.returncode == 0, err
     waiting = f"Database at {local_pg.host}:{local_pg.port} not ready (connection refused)"
     assert len(err.splitlines()) == 1 and err.startswith(f"{waiting}; retrying for up to ")
-    assert "Inserted user #1" in out
+    assert "Added member #1" in out
 
 
 async def hold_schema_lock(pg: Postgres, dbname: str, waiters: int) -> None:
@@ -110,7 +110,7 @@ async def hold_schema_lock(pg: Postgres, dbname: str, waiters: int) -> None:
 
 
 def concurrent_first_runs(pg: Postgres, dbname: str, url: str, tmp_path: Path) -> None:
-    procs = [start_script("main.py", "--name", f"first run {i}", env=script_env(pg, url),
+    procs = [start_script("members.py", "--name", f"first run {i}", env=script_env(pg, url),
                           cwd=tmp_path) for i in range(20)]
     try:
         asyncio.run(hold_schema_lock(pg, dbname, waiters=20))
@@ -120,7 +120,7 @@ def concurrent_first_runs(pg: Postgres, dbname: str, url: str, tmp_path: Path) -
             proc.stdout.close()  # type: ignore[union-attr]
             proc.stderr.close()  # type: ignore[union-attr]
     assert [err for code, err in outcomes if code != 0] == []  # 20 of 20 succeeded
-    assert query(pg, dbname, "SELECT count(*) FROM demo_users")[0][0] == 20
+    assert query(pg, dbname, "SELECT count(*) FROM library_members")[0][0] == 20
 
 
 def test_twenty_concurrent_first_runs(pg: Postgres, dbname: str, db_url: str,
@@ -144,7 +144,7 @@ def make_inserts_slow(pg: Postgres, dbname: str, name_prefix: str) -> None:
         CREATE FUNCTION slow_insert() RETURNS trigger LANGUAGE plpgsql AS
             $$ BEGIN PERFORM pg_sleep(60); RETURN NULL; END $$;
     """)
-    execute(pg, dbname, f"CREATE TRIGGER slow AFTER INSERT ON demo_users FOR EACH ROW "
+    execute(pg, dbname, f"CREATE TRIGGER slow AFTER INSERT ON library_members FOR EACH ROW "
                       f"WHEN (NEW.name LIKE '{name_prefix}%') EXECUTE FUNCTION slow_insert()")
 
 
@@ -171,19 +171,19 @@ def backends(pg: Postgres, dbname: str) -> int:
 def test_interrupt_inside_the_transaction_rolls_it_back(pg: Postgres, dbname: str, db_url: str,
                                                         tmp_path: Path, signum: int, code: int,
                                                         said: str) -> None:
-    make_inserts_slow(pg, dbname, "Bob")
+    make_inserts_slow(pg, dbname, "kept")
     if pg.server:  # the server logs each statement in this database: the ROLLBACK must be there
         execute(pg, dbname, f"ALTER DATABASE {dbname} SET log_statement = 'all'")
         log_offset = pglog.log_size(pg.server.logfile)
-    proc = start_script("transactions.py", env=script_env(pg, db_url), cwd=tmp_path)
-    wait_for_sleeping_insert(pg, dbname, proc)  # inside block 2, Bob written, not committed
+    proc = start_script("ledger.py", env=script_env(pg, db_url), cwd=tmp_path)
+    wait_for_sleeping_insert(pg, dbname, proc)  # inside block 2, "kept ..." written, not committed
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == code, err
     assert err.strip().splitlines() == [
         f"{said}: stopped cleanly; nothing unfinished was saved."]
     assert "Traceback" not in err and "Task was destroyed" not in err
-    assert query(pg, dbname, "SELECT count(*) FROM demo_users")[0][0] == 0
+    assert query(pg, dbname, "SELECT count(*) FROM library_members")[0][0] == 0
     if pg.server:
         (session,) = pglog.sessions_of(pg.server.logfile, log_offset, dbname, servers.APP_USER)
         assert session.statements[-1].startswith("statement: ROLLBACK"), session.statements
@@ -198,8 +198,8 @@ def test_interrupt_inside_the_transaction_rolls_it_back(pg: Postgres, dbname: st
 def test_server_restart_mid_run_is_one_clear_line(pg: Postgres, local_pg: servers.PostgresServer,
                                                   dbname: str, db_url: str,
                                                   tmp_path: Path) -> None:
-    make_inserts_slow(pg, dbname, "Neon")
-    proc = start_script("main.py", env=script_env(pg, db_url), cwd=tmp_path)
+    make_inserts_slow(pg, dbname, "Member")
+    proc = start_script("members.py", env=script_env(pg, db_url), cwd=tmp_path)
     wait_for_sleeping_insert(pg, dbname, proc)
     started = time.monotonic()
     local_pg.stop()
