@@ -47,7 +47,7 @@ if sys.version_info < (3, 10) or _MISSING:
 from typing import Any
 
 from database.asgi import OneLineStartupErrors, answer_503_when_down
-from database.config import MODELS, tortoise_config
+from database.config import project_models, tortoise_config
 from database.environment import load_settings
 from database.errors import DatabaseError, explain_error
 from database.schema import SCHEMA_LOCK_ID, check_schema, create_schema, migrate
@@ -69,9 +69,12 @@ __all__ = [
 #: not at import, so that importing this package never fails and always sees the current
 #: environment. Reading it also makes a database error that ends the process one line.
 TORTOISE_ORM: dict[str, Any]
+MODELS: list[str]
 
 
 def __getattr__(name: str) -> Any:
+    if name == "MODELS":  # read when used: importing the package imports nothing of yours
+        return project_models()
     if name == "TORTOISE_ORM":
         one_line_errors_for_other_tools()
         return tortoise_config(load_settings(for_migrations=True))

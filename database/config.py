@@ -30,11 +30,15 @@ def project_models() -> list[str]:
     return list(getattr(project, "MODELS", DEFAULT_MODELS))
 
 
-# Every module that defines models: the project's settings.MODELS, read once.
-MODELS = project_models()
+def __getattr__(name: str) -> Any:
+    """``MODELS``: the project's settings.MODELS, read when first used, not at import, so that
+    importing the package imports nothing of the project."""
+    if name == "MODELS":
+        return project_models()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def model_modules(models: Iterable[str] = MODELS) -> list[str]:
+def model_modules(models: Iterable[str]) -> list[str]:
     """MODELS as Tortoise must see them in this process.
 
     ``python main.py`` runs main.py as the module ``__main__``: its User class is registered
@@ -57,11 +61,13 @@ def _same_file(a: str, b: str) -> bool:
 
 
 def tortoise_config(
-    settings: DatabaseSettings | None = None, models: Iterable[str] = MODELS,
+    settings: DatabaseSettings | None = None, models: Iterable[str] | None = None,
     migrations: str = "migrations",
 ) -> dict[str, Any]:
     """Tortoise's config dict for these settings (by default, from DATABASE_URL), for ``models``
     (by default settings.MODELS) and the migrations in the package ``migrations``."""
+    if models is None:
+        models = project_models()
     if settings is None:
         settings = load_settings()
     if settings.engine == "sqlite":

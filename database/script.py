@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
-from database.config import MODELS, tortoise_config
+from database.config import tortoise_config
 from database.environment import load_settings
 from database.errors import USER_FACING, explain_error
 from database.schema import migrate
@@ -21,7 +21,7 @@ from tortoise import Tortoise
 
 
 @asynccontextmanager
-async def connect(models: Iterable[str] = MODELS) -> AsyncIterator[DatabaseSettings]:
+async def connect(models: Iterable[str] | None = None) -> AsyncIterator[DatabaseSettings]:
     """Initialise Tortoise from DATABASE_URL, apply the migrations, and close on every path."""
     settings = load_settings()
     config = tortoise_config(settings, models)

@@ -21,5 +21,5 @@ APP = "app:app"  # `uvicorn app:app`, as the README runs it
 def the_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A copy of the template's files (no .env), where its scripts run."""
     path = copy_project(tmp_path_factory.mktemp("template"))
-    use_project(path, models=["main"], migrations="migrations")
+    use_project(path)
     yield path

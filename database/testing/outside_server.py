@@ -13,7 +13,6 @@ end. The tests that must stop or own the server (restarts, its log, PgBouncer in
 from __future__ import annotations
 
 import dataclasses
-import os
 import subprocess
 import sys
 import time

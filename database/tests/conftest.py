@@ -1,26 +1,33 @@
 """The library's suite: ``python -m pytest database/tests``. It runs the package against its own
 project (database/tests/project/: the ``Member`` model, ``members.py``, ``ledger.py``,
-``web:app``), copied with the package into a temporary folder, so nothing in your checkout
-(main.py, transactions.py, app.py, settings.py, your models, .env) can turn it red.
+``web:app``), so nothing in your checkout (main.py, transactions.py, app.py, settings.py, your
+models, .env) can turn it red: the scripts, the CLI and the app run in a copy of that project
+with the package beside it, and in this process ``settings``, ``members`` and ``migrations`` are
+imported from it before any test runs, so they are the project's own, never yours.
 """
 
 from __future__ import annotations
 
+import importlib
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 from database.testing.fixtures import *
-from database.testing.fixtures import library_project, use_project
+from database.testing.fixtures import LIBRARY_PROJECT, library_project, use_project
 
 import pytest
 
-APP = "web:app"  # the library project's app, as `uvicorn web:app` runs it
-TABLE = "library_members"  # its one table
+sys.path.insert(0, str(LIBRARY_PROJECT))
+for name in ("settings", "members", "migrations"):  # the project's, whatever sys.path says later
+    sys.modules.pop(name, None)
+    importlib.import_module(name)
+sys.path.remove(str(LIBRARY_PROJECT))
 
 
 @pytest.fixture(scope="session", autouse=True)
 def the_library_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A copy of the library's project with the package beside it: where its scripts run."""
     path = library_project(tmp_path_factory.mktemp("library-project"))
-    use_project(path, models=["database.tests.project.members"],
-                migrations="database.tests.project.migrations")
+    use_project(path)
     yield path

@@ -20,16 +20,22 @@ from pathlib import Path
 
 from database.client import is_read
 from database.testing import hostnames, servers
-from database.testing.fixtures import Postgres, edit_url, execute, neon_url, query, script_env
+from database.testing.apps import app_running, create_tables
+from database.testing.fixtures import (
+    Postgres,
+    edit_url,
+    execute,
+    neon_url,
+    query,
+    script_env,
+    through_pgbouncer,
+)
+from database.testing.load import Counted, burst, round_trips_per_request
 from database.testing.neon_proxy import NeonProxy, Target
 from database.testing.proxy import ProxyThread
 
 import httpx
 import pytest
-from tests.library.test_fastapi_app import app_running, create_tables
-from tests.library.test_neon import through_pgbouncer
-
-from bench.app_on_neon import Counted, burst, round_trips_per_request
 
 ENDPOINT = hostnames.ENDPOINT
 IDLE_FOR = 3.0  # seconds an idle app is watched after a suspend: it must open no connection
@@ -43,7 +49,7 @@ def app_through_neon(neon: NeonProxy, pg: Postgres, dbname: str, host: str, log:
     proxy in front of Neon's), with more URL parameters if given."""
     url = edit_url(neon_url(neon, dbname, host), port=port, **params)
     create_tables(pg, url)
-    with app_running(script_env(pg, url), log, timeout=60) as client:
+    with app_running(script_env(pg, url), log, "web:app", timeout=60) as client:
         yield client
 
 
@@ -79,7 +85,7 @@ def test_an_idle_app_lets_the_compute_scale_to_zero(neon: NeonProxy, pg: Postgre
         assert endpoint.suspended
         listed = api.get("/members")  # wakes the compute
         assert listed.status_code == 200, listed.text
-        assert [u["name"] for u in listed.json()] == ["before"]
+        assert [m["name"] for m in listed.json()] == ["before"]
         assert endpoint.attempts == opened + 1 and not endpoint.suspended
     log = (tmp_path / "uvicorn.log").read_text()
     assert "Traceback" not in log and "WARNING" not in log, log
@@ -173,7 +179,7 @@ def test_statements_a_migration_made_stale_fail_no_request(neon: NeonProxy, pg: 
         for _ in range(5):
             listed = api.get("/members")
             assert listed.status_code == 200, listed.text
-            assert [u["name"] for u in listed.json()] == ["Ada"]
+            assert [m["name"] for m in listed.json()] == ["Ada"]
         assert api.post("/members", json={"name": "Grace"}).status_code == 201
     output = log.read_text()
     assert "Traceback" not in output, output
@@ -229,7 +235,7 @@ def test_one_round_trip_per_repeated_statement_on_the_pooler(
     def count(proxy: ProxyThread) -> None:
         with app_through_neon(neon, pg, dbname, hostnames.POOLED, log, proxy.port,
                               **params) as api:
-            assert set(burst(api)) == {200, 201}  # spread over PgBouncer's server connections
+            assert set(burst(api, "/members")) == {200, 201}  # spread over PgBouncer's server connections
             for method, path, cost in [("GET", "/members", expected),
                                        ("POST", "/members", expected),
                                        ("GET", "/health/db", expected), ("GET", "/health", 0)]:

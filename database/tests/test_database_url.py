@@ -13,7 +13,7 @@ from database.config import project_models
 from database.connecting import is_not_ready
 from database.environment import load_database_url
 from database.errors import failure_reason
-from database.testing.fixtures import ROOT
+from database.testing.fixtures import project
 
 import asyncpg
 import pytest
@@ -223,7 +223,7 @@ def test_sqlite_urls_and_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATABASE_URL", "")
     config = database.TORTOISE_ORM
     assert config["connections"]["default"]["engine"] == "tortoise.backends.sqlite"
-    assert config["apps"]["models"]["models"] == database.MODELS  # settings.py: yours
+    assert config["apps"]["models"]["models"] == database.MODELS == ["members"]  # settings.py
 
 
 def test_migrations_use_the_unpooled_string_when_set(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -308,7 +308,7 @@ def test_importing_the_config_never_fails_reading_it_builds_it(tmp_path) -> None
     code = ("import database\n"
             "try:\n    database.TORTOISE_ORM\nexcept database.DatabaseError as e:\n    print(e)\n")
     env = {"DATABASE_URL": "postgresql://u:<password>@h/db", "PATH": ""}
-    result = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, text=True,
+    result = subprocess.run([sys.executable, "-c", code], env=env, cwd=project(), text=True,
                             capture_output=True, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("DATABASE_URL still holds the placeholder")

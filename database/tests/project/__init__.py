@@ -2,7 +2,9 @@
 database package the way a user's project does, so that the library's tests never depend on
 main.py, transactions.py, app.py, settings.py or the User model of the checkout they live in.
 
-The tests copy this folder with the package beside it (database/testing/fixtures.py
-``library_project``) and run everything there: ``python members.py``, ``python ledger.py``,
-``uvicorn web:app``, ``python -m tortoise migrate``.
+The tests run ``python members.py``, ``python ledger.py``, ``uvicorn web:app`` and
+``python -m tortoise migrate`` in a copy of this folder with the package beside it
+(database/testing/fixtures.py ``library_project``). In the test process this folder comes first
+on ``sys.path`` (database/tests/conftest.py), so ``from members import Member`` is this
+project's model. (This file only makes the folder a package for mypy.)
 """
