@@ -2,8 +2,10 @@
 project (database/tests/project/: the ``Member`` model, ``members.py``, ``ledger.py``,
 ``web:app``), so nothing in your checkout (main.py, transactions.py, app.py, settings.py, your
 models, .env) can turn it red: the scripts, the CLI and the app run in a copy of that project
-with the package beside it, and in this process ``settings``, ``members`` and ``migrations`` are
-imported from it before any test runs, so they are the project's own, never yours.
+with the package beside it. In this process ``settings`` and ``members`` are imported from it
+before any test runs, and its migrations are the package ``database.tests.project.migrations``
+(Tortoise reloads a migrations package by name: a plain ``migrations`` could become yours), so
+nothing here is yours.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from database.testing.fixtures import LIBRARY_PROJECT, library_project, use_proj
 import pytest
 
 sys.path.insert(0, str(LIBRARY_PROJECT))
-for name in ("settings", "members", "migrations"):  # the project's, whatever sys.path says later
+for name in ("settings", "members"):  # the project's, whatever sys.path says later
     sys.modules.pop(name, None)
     importlib.import_module(name)
 sys.path.remove(str(LIBRARY_PROJECT))
@@ -29,5 +31,5 @@ sys.path.remove(str(LIBRARY_PROJECT))
 def the_library_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A copy of the library's project with the package beside it: where its scripts run."""
     path = library_project(tmp_path_factory.mktemp("library-project"))
-    use_project(path)
+    use_project(path, migrations="database.tests.project.migrations")
     yield path
