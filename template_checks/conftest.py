@@ -14,12 +14,10 @@ from database.testing.fixtures import copy_project, use_project
 
 import pytest
 
-APP = "app:app"  # `uvicorn app:app`, as the README runs it
 
-
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="package", autouse=True)
 def the_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A copy of the template's files (no .env), where its scripts run."""
     path = copy_project(tmp_path_factory.mktemp("template"))
-    use_project(path)
+    use_project(path, "app:app", models=["main"], migrations="migrations")
     yield path

@@ -1,12 +1,8 @@
 """The README's path on one database, top to bottom, in a copy of the repository: `python
 main.py`, "Adding a model" (its blog.py, its MODELS line), "Migrations", the scripts and the app
-on the grown schema, "Testing your code" (its test_posts.py), and the copy's whole suite, green.
+on the grown schema, "Tests" (its test_posts.py), and the copy's suites, green: your tests and
+the library's on the newest server; on the others, your tests and the configuration tests.
 Then a model change without a migration: one line, and the fix the line names.
-
-It checks the template itself, so `python -m pytest` does not collect it (its name is not
-``test_*.py``: a grown project's suite stays green without it). CI runs it by name:
-``python -m pytest tests/library/readme_path.py``. The copy's whole suite runs on the newest
-server; on the others, your tests and the configuration tests.
 """
 
 from __future__ import annotations
@@ -16,9 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from database.testing.apps import app_running
 from database.testing.fixtures import BUILDS, ROOT, Postgres, copy_project, query, script_env
-
-from tests.library.test_fastapi_app import app_running
 
 README = (ROOT / "README.md").read_text()
 
@@ -80,21 +75,23 @@ def test_the_readme_path_on_one_database(pg: Postgres, dbname: str, db_url: str,
 
     # The app, on the grown schema.
     log = tmp_path / "uvicorn.log"
-    with app_running(env, log, cwd=repo) as api:
+    with app_running(env, log, "app:app", cwd=repo) as api:
         assert api.post("/users", json={"name": "Grace"}).status_code == 201
         assert [u["name"] for u in api.get("/users").json()][:2] == ["Grace", "Neon User"]
 
-    # Testing your code: the README's test for Post, then the copy's suite (the whole suite on
-    # the newest server: yours, its new test and the library's, on the grown project), green.
-    (repo / "tests" / "test_posts.py").write_text(readme_block("Testing your code"))
+    # Tests: the README's test for Post, then the copy's suites (on the newest server yours,
+    # with its new test, and the library's, in the grown project), green.
+    (repo / "tests" / "test_posts.py").write_text(readme_block("Tests"))
     yours = sorted(str(test.relative_to(repo)) for test in (repo / "tests").glob("test_*.py"))
     assert "tests/test_posts.py" in yours and "tests/test_users.py" in yours, yours
     newest = not BUILDS or (pg.server is not None and pg.server.major == BUILDS[-1].major)
-    chosen = [] if newest else [*yours, "tests/library/test_database_url.py"]
-    tested = ok(run(repo, env, "-m", "pytest", "-q", "-p", "no:cacheprovider", *chosen,
-                    timeout=1800))
-    assert re.search(r"^\d+ passed", tested.splitlines()[-1]), tested
-    assert "skipped" not in tested.splitlines()[-1] and "failed" not in tested, tested
+    suites = [[]] + ([["database/tests"]] if newest else [["database/tests/test_database_url.py"]])
+    for suite in suites:  # `python -m pytest`, then the library's
+        tested = ok(run(repo, env, "-m", "pytest", "-q", "-p", "no:cacheprovider", *suite,
+                        timeout=1800))
+        assert re.search(r"^\d+ passed", tested.splitlines()[-1]), tested
+        assert "skipped" not in tested.splitlines()[-1] and "failed" not in tested, tested
+    assert "test_posts.py" in ok(run(repo, env, "-m", "pytest", "--co", "-q"))  # yours ran
 
     # A model change without a migration: one line naming the fix, nothing written.
     main = repo / "main.py"

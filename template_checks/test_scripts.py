@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from database.testing.fixtures import ROOT, Postgres, copy_project, query, run_script, script_env
+from database.testing import servers
+from database.testing.fixtures import (
+    ROOT,
+    Postgres,
+    copy_project,
+    error_line,
+    query,
+    run_script,
+    script_env,
+)
+
+import pytest
 
 
 def assert_clean(result) -> None:  # type: ignore[no-untyped-def]
@@ -126,9 +137,7 @@ def test_env_file_beside_the_scripts_is_read(tmp_path: Path) -> None:
     copy.mkdir()
     copy_project(copy)
     (copy / ".env").write_text('DATABASE_URL="sqlite://from-dotenv.sqlite3"\n')
-    env = script_env(None, None)
-    del env["DATABASE_URL"]
-    result = run_script(str(copy / "main.py"), env=env, cwd=copy)
+    result = run_script(str(copy / "main.py"), env=script_env(None, None), cwd=copy)
     assert result.returncode == 0, result.stderr
     assert "Connected to SQLite file from-dotenv.sqlite3" in result.stdout
     assert (copy / "from-dotenv.sqlite3").exists()
@@ -147,3 +156,14 @@ def test_untouched_placeholder_is_refused(tmp_path: Path) -> None:
         )
     ]
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.parametrize("script", ["main.py", "transactions.py"])
+def test_a_wrong_password_is_the_demos_one_line(script: str, pg: Postgres, dbname: str,
+                                               tmp_path: Path) -> None:
+    url = pg.url(dbname, password="Wrong-Password-42")
+    result = run_script(script, env=script_env(pg, url), cwd=tmp_path)
+    line = error_line(result, password="Wrong-Password-42", written="Inserted")
+    assert line.startswith(f"Error: Password authentication failed for user {servers.APP_USER}")
+    assert query(pg, dbname, "SELECT count(*) FROM pg_tables WHERE tablename = 'demo_users'"
+                 )[0][0] == 0  # nothing written

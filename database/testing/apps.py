@@ -10,21 +10,28 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import database
-from database.testing.fixtures import Postgres, project, project_config, run
-from database.testing.servers import free_port
+from database.testing.fixtures import (
+    Postgres,
+    project,
+    project_app,
+    project_config,
+    run,
+    script_env,
+)
+from database.testing.servers import APP_PASSWORD, free_port
 
 import httpx
 import pytest
 from tortoise import Tortoise
 
 
-def start_uvicorn(env: dict[str, str], log: Path, app: str, cwd: Path | None = None,
-                  ) -> tuple[subprocess.Popen[bytes], int]:
-    """`uvicorn APP --port PORT` in the project's folder (or ``cwd``)."""
+def start_uvicorn(env: dict[str, str], log: Path, app: str | None = None,
+                  cwd: Path | None = None) -> tuple[subprocess.Popen[bytes], int]:
+    """`uvicorn APP --port PORT` in the project's folder (or ``cwd``); APP: the project's."""
     port = free_port()
     with log.open("w") as out:
         server = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", app, "--port", str(port)],
+            [sys.executable, "-m", "uvicorn", app or project_app(), "--port", str(port)],
             env=env, cwd=cwd or project(), stdout=out, stderr=subprocess.STDOUT)
     return server, port
 
@@ -47,8 +54,8 @@ def create_tables(pg: Postgres, db_url: str) -> None:
 
 
 @contextmanager
-def app_running(env: dict[str, str], log: Path, app: str, cwd: Path | None = None,
-                timeout: float = 30) -> Iterator[httpx.Client]:
+def app_running(env: dict[str, str], log: Path, app: str | None = None,
+                cwd: Path | None = None, timeout: float = 30) -> Iterator[httpx.Client]:
     """uvicorn with the app (``start_uvicorn``), a client once it answers; stopped after."""
     server, port = start_uvicorn(env, log, app, cwd)
     try:
@@ -75,3 +82,28 @@ def wait_until_up(client: httpx.Client, server: subprocess.Popen[bytes], log: Pa
         except httpx.HTTPError:
             time.sleep(0.1)
     pytest.fail(f"the app did not answer /health within 60 s:\n{log.read_text()}")
+
+
+@contextmanager
+def serving(pg: Postgres, db_url: str, log: Path) -> Iterator[httpx.Client]:
+    """The project's app on a database whose tables exist; stopped after, its lifespan closed."""
+    create_tables(pg, db_url)
+    with app_running(script_env(pg, db_url), log) as client:
+        yield client
+    assert "Application shutdown complete." in log.read_text()  # the lifespan closed the pool
+
+
+def startup_failure(env: dict[str, str], log: Path) -> list[str]:
+    """Start the project's app and expect it to exit at start-up; the ERROR lines it printed
+    (no traceback, never the password)."""
+    server, _ = start_uvicorn(env, log)
+    try:
+        code = server.wait(90)
+    finally:
+        if server.poll() is None:
+            server.kill()
+    output = log.read_text()
+    assert code != 0, output
+    assert "Traceback" not in output and APP_PASSWORD not in output, output
+    assert "Application startup failed. Exiting." in output
+    return [line for line in output.splitlines() if line.startswith("ERROR:")]

@@ -43,15 +43,24 @@ seal()  # before anything reads the environment: the tests never see your .env o
 ROOT = Path(__file__).resolve().parent.parent.parent  # the checkout: the template's files
 LIBRARY_PROJECT = ROOT / "database" / "tests" / "project"  # the library's own project
 _project: list[Path] = []
+_app: list[str] = []
 _config: dict[str, Any] = {}
 
 
-def use_project(path: Path, **config: Any) -> None:
-    """Run the scripts, the CLI and the app of the project in ``path`` (each suite's conftest);
-    ``config``: ``tortoise_config``'s ``models`` and ``migrations`` for the tests' own process."""
+def use_project(path: Path, app: str, **config: Any) -> None:
+    """Run the scripts, the CLI and the app (``app``, as uvicorn names it) of the project in
+    ``path`` (each suite's conftest); ``config``: ``tortoise_config``'s ``migrations`` for the
+    tests' own process."""
     _project[:] = [path]
+    _app[:] = [app]
     _config.clear()
     _config.update(config)
+
+
+def project_app() -> str:
+    """The project's ASGI app, as uvicorn names it: ``web:app``, ``app:app``."""
+    assert _app, "the suite's conftest.py must call use_project()"
+    return _app[0]
 
 
 def project_config(settings: database.DatabaseSettings) -> dict[str, Any]:

@@ -27,9 +27,10 @@ for name in ("settings", "members"):  # the project's, whatever sys.path says la
 sys.path.remove(str(LIBRARY_PROJECT))
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="package", autouse=True)
 def the_library_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A copy of the library's project with the package beside it: where its scripts run."""
     path = library_project(tmp_path_factory.mktemp("library-project"))
-    use_project(path, migrations="database.tests.project.migrations")
+    use_project(path, "web:app", models=["members"],
+                migrations="database.tests.project.migrations")
     yield path

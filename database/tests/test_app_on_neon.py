@@ -49,7 +49,7 @@ def app_through_neon(neon: NeonProxy, pg: Postgres, dbname: str, host: str, log:
     proxy in front of Neon's), with more URL parameters if given."""
     url = edit_url(neon_url(neon, dbname, host), port=port, **params)
     create_tables(pg, url)
-    with app_running(script_env(pg, url), log, "web:app", timeout=60) as client:
+    with app_running(script_env(pg, url), log, timeout=60) as client:
         yield client
 
 

@@ -219,7 +219,7 @@ def test_the_app_keeps_serving_after_a_suspend(neon: NeonProxy, pg: Postgres, db
     """Scale to zero with the app's connections open, then the next request wakes the compute."""
     create_tables(pg, pg.url(dbname))
     log = tmp_path / "uvicorn.log"
-    with app_running(script_env(pg, neon_url(neon, dbname, host)), log, "web:app") as client:
+    with app_running(script_env(pg, neon_url(neon, dbname, host)), log) as client:
         assert client.post("/members", json={"name": "before"}).status_code == 201
         endpoint = neon.endpoints[MAIN_ENDPOINT]
         assert endpoint.sessions  # the pool's connection is open
