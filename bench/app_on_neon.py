@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
 import shutil
 import ssl
 import statistics
@@ -42,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from database.testing import hostnames, servers
+from database.testing import child_env, hostnames, servers
 from database.testing.load import burst, round_trips_per_request
 from database.testing.neon_proxy import Endpoint, NeonProxy, Target
 from database.testing.proxy import ProxyThread
@@ -77,11 +76,12 @@ class Servers:
     def fresh_database(self) -> str:
         name = f"bench_{uuid.uuid4().hex[:10]}"
         servers.admin_execute(self.postgres, f'CREATE DATABASE "{name}" OWNER {servers.APP_USER}')
-        servers.admin_execute(self.postgres, "CREATE TABLE demo_users (id SERIAL PRIMARY KEY, "
-                              "name VARCHAR(50) NOT NULL, created_at TIMESTAMPTZ NOT NULL "
-                              "DEFAULT now())", database=name)
-        servers.admin_execute(self.postgres, f"ALTER TABLE demo_users OWNER TO {servers.APP_USER}",
-                              database=name)
+        # The schema as the app's copy makes it (its migrations, through main.py), no row left.
+        url = servers.console_url(self.postgres.host, self.postgres.port, name,
+                                  query=f"sslmode=verify-full&sslrootcert={self.ca}")
+        subprocess.run([sys.executable, "main.py", "--name", "setup"], cwd=self.app, check=True,
+                       env=child_env(DATABASE_URL=url), stdout=subprocess.DEVNULL)
+        servers.admin_execute(self.postgres, "DELETE FROM demo_users", database=name)
         return name
 
     def app_module(self) -> str:
@@ -94,8 +94,7 @@ class Servers:
         log = self.workdir / f"uvicorn-{len(self.logs)}.log"
         self.logs.append(log)
         port = servers.free_port()
-        env = {**os.environ, "DATABASE_URL": url, "SSL_CERT_FILE": str(self.ca),
-               "PYTHONPATH": str(self.app)}
+        env = child_env(DATABASE_URL=url, SSL_CERT_FILE=str(self.ca), PYTHONPATH=str(self.app))
         with log.open("w") as out:
             server = subprocess.Popen(
                 [sys.executable, "-m", "uvicorn", self.app_module(), "--port",

@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from database.testing import pglog, servers
+from database.testing import child_env, pglog, servers
 from database.testing.budgets import BUDGETS
 from database.testing.proxy import Flight, ProxyThread, Trace, describe_flights
 
@@ -89,8 +89,7 @@ class Run:
 
 def run_child(script: str, url: str, ca: Path | None, cwd: Path) -> Run:
     """``python script`` as a user runs it; wall time and the child's own peak RSS (wait4)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "SSL_CERT_FILE")}
-    env.update(DATABASE_URL=url, PYTHONUNBUFFERED="1")
+    env = child_env(DATABASE_URL=url)
     if ca:
         env["SSL_CERT_FILE"] = str(ca)
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:

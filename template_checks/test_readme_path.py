@@ -85,7 +85,7 @@ def test_the_readme_path_on_one_database(pg: Postgres, dbname: str, db_url: str,
     yours = sorted(str(test.relative_to(repo)) for test in (repo / "tests").glob("test_*.py"))
     assert "tests/test_posts.py" in yours and "tests/test_users.py" in yours, yours
     newest = not BUILDS or (pg.server is not None and pg.server.major == BUILDS[-1].major)
-    suites = [[]] + ([["database/tests"]] if newest else [["database/tests/test_database_url.py"]])
+    suites: list[list[str]] = [[]] + ([["database/tests"]] if newest else [["database/tests/test_database_url.py"]])
     for suite in suites:  # `python -m pytest`, then the library's
         tested = ok(run(repo, env, "-m", "pytest", "-q", "-p", "no:cacheprovider", *suite,
                         timeout=1800))

@@ -26,7 +26,7 @@ async def add(name: str) -> None:
     async with database.connect():
         member = await Member.create(name=name)
         print(f"Added member #{member.id}: {member.name}")
-        newest = await Member.all().order_by("-id").limit(10).values_list("name", flat=True)
+        newest = [m.name for m in await Member.all().order_by("-id").limit(10)]
         print(f"{await Member.all().count()} members; newest: {', '.join(newest)}")
 
 
