@@ -42,8 +42,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from database.testing import child_env, hostnames, servers
+from database.testing.apps import app_running
 from database.testing.load import burst, round_trips_per_request
-from database.testing.neon_proxy import Endpoint, NeonProxy, Target
+from database.testing.neon_proxy import NeonProxy, Target, in_front_of
 from database.testing.proxy import ProxyThread
 
 import httpx
@@ -93,31 +94,9 @@ class Servers:
         """uvicorn with the app of ``self.app``, on ``url``; the client and the log file."""
         log = self.workdir / f"uvicorn-{len(self.logs)}.log"
         self.logs.append(log)
-        port = servers.free_port()
         env = child_env(DATABASE_URL=url, SSL_CERT_FILE=str(self.ca), PYTHONPATH=str(self.app))
-        with log.open("w") as out:
-            server = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", self.app_module(), "--port",
-                 str(port)], env=env, cwd=self.app, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
-                deadline = time.monotonic() + 60
-                while True:
-                    try:
-                        if client.get("/health").status_code == 200:
-                            break
-                    except httpx.HTTPError:
-                        pass
-                    if server.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"the app did not start:\n{log.read_text()}")
-                    time.sleep(0.1)
-                yield client, log
-        finally:
-            server.terminate()
-            try:
-                server.wait(15)
-            except subprocess.TimeoutExpired:
-                server.kill()
+        with app_running(env, log, self.app_module(), cwd=self.app, timeout=60) as client:
+            yield client, log
 
 
 @contextmanager
@@ -136,19 +115,12 @@ def started(app: Path) -> Iterator[Servers]:
     workdir = Path(tempfile.mkdtemp(prefix="bench-app-"))
     assert postgres.ca_path is not None
     try:
-        cert, key = servers.issue_certificate(postgres.ca_path, [f"*.{hostnames.DOMAIN}"],
-                                              workdir, "neon")
         bouncers = {
             "1.24": servers.start_pgbouncer(postgres, modern, servers.NEON_PREPARED_STATEMENTS),
             "1.18": servers.start_pgbouncer(postgres, old),
         }
         try:
-            neon = NeonProxy(Target(postgres.host, postgres.port),
-                             {servers.APP_USER: servers.APP_PASSWORD},
-                             (servers.SUPERUSER, servers.SUPER_PASSWORD), str(cert), str(key),
-                             hostnames.DOMAIN)
-            neon.endpoints[hostnames.ENDPOINT] = Endpoint()
-            with neon:
+            with in_front_of(postgres, workdir) as neon:
                 yield Servers(postgres, neon, bouncers, postgres.ca_path, workdir, app)
         finally:
             for bouncer in bouncers.values():

@@ -21,7 +21,6 @@ from database.testing.fixtures import (
 from database.testing.servers import APP_PASSWORD, free_port
 
 import httpx
-import pytest
 from tortoise import Tortoise
 
 
@@ -75,13 +74,13 @@ def wait_until_up(client: httpx.Client, server: subprocess.Popen[bytes], log: Pa
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            pytest.fail(f"uvicorn exited with {server.returncode}:\n{log.read_text()}")
+            raise AssertionError(f"uvicorn exited with {server.returncode}:\n{log.read_text()}")
         try:
             client.get("/health").raise_for_status()
             return
         except httpx.HTTPError:
             time.sleep(0.1)
-    pytest.fail(f"the app did not answer /health within 60 s:\n{log.read_text()}")
+    raise AssertionError(f"the app did not answer /health within 60 s:\n{log.read_text()}")
 
 
 @contextmanager

@@ -32,7 +32,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import database
 from database.testing import hostnames, servers
-from database.testing.neon_proxy import Endpoint, NeonProxy, Target
+from database.testing.neon_proxy import NeonProxy, Target, in_front_of
 from database.testing.sealed import child_env, seal
 
 import asyncpg
@@ -313,15 +313,7 @@ def neon(tls_pg: Postgres, local_pg: servers.PostgresServer,
     reason = hostnames.ensure()
     if reason:
         missing(reason)
-    assert local_pg.ca_path is not None
-    cert, key = servers.issue_certificate(
-        local_pg.ca_path, [f"*.{hostnames.DOMAIN}", "localhost", "127.0.0.1"], tmp_path, "neon")
-    proxy = NeonProxy(Target(local_pg.host, local_pg.port),
-                      {servers.APP_USER: servers.APP_PASSWORD},
-                      (servers.SUPERUSER, servers.SUPER_PASSWORD), str(cert), str(key),
-                      hostnames.DOMAIN)
-    proxy.endpoints[hostnames.ENDPOINT] = Endpoint()
-    with proxy:
+    with in_front_of(local_pg, tmp_path) as proxy:
         yield proxy
 
 

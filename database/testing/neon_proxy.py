@@ -50,7 +50,10 @@ import ssl
 import struct
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+from database.testing import hostnames, servers
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -532,3 +535,18 @@ class NeonProxy:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def in_front_of(server: servers.PostgresServer, workdir: Path) -> NeonProxy:
+    """A Neon proxy (not started) for ``server``, reached by Neon-shaped names
+    (hostnames.py), with a certificate from the server's CA; its endpoint ``hostnames.ENDPOINT``
+    is awake."""
+    assert server.ca_path is not None
+    cert, key = servers.issue_certificate(
+        server.ca_path, [f"*.{hostnames.DOMAIN}", "localhost", "127.0.0.1"], workdir, "neon")
+    proxy = NeonProxy(Target(server.host, server.port), {servers.APP_USER: servers.APP_PASSWORD},
+                      (servers.SUPERUSER, servers.SUPER_PASSWORD), str(cert), str(key),
+                      hostnames.DOMAIN)
+    proxy.endpoints[hostnames.ENDPOINT] = Endpoint()
+    return proxy
+
