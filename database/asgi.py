@@ -2,7 +2,9 @@
 
 - ``OneLineStartupErrors``: a start-up failure as the scripts show it (one line, no traceback);
 - ``answer_503_when_down(app)``: a request the database could not serve answers 503 with
-  ``Retry-After``, and the why goes to the server's log as one line (never to the client).
+  ``Retry-After``, and the why goes to the server's log as one line (never to the client); a
+  write that breaks a constraint answers 409 (a duplicate) or 422 (the request's own values:
+  a missing one, a reference to nothing, a failed check), naming the field or the constraint.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from database.client import LOST, MaybeSaved, Unavailable
+from database.constraints import violation
 from database.errors import USER_FACING, DatabaseError, explain_error
 
 if TYPE_CHECKING:
@@ -67,9 +70,35 @@ def answer_503_when_down(app: FastAPI) -> None:
     """
     # The driver's own connection errors, not Python's ConnectionError: that one can come from
     # anything else an endpoint talks to (another HTTP API), which is not the database.
+    from tortoise.exceptions import IntegrityError, ValidationError
+
     for kind in (DatabaseError, *(kind for kind in LOST if kind is not ConnectionError)):
         app.add_exception_handler(kind, _database_unavailable)  # type: ignore[arg-type]
+    app.add_exception_handler(IntegrityError, _constraint_broken)  # type: ignore[arg-type]
+    app.add_exception_handler(ValidationError, _invalid_for_the_model)  # type: ignore[arg-type]
     _log_through_uvicorn()
+
+
+async def _constraint_broken(request: Request, exc: Exception) -> JSONResponse:
+    """409 or 422 for a write a constraint refused (nothing saved); other integrity errors
+    are bugs: raised again, they keep their traceback and their 500."""
+    from fastapi.responses import JSONResponse
+
+    broken = violation(exc)
+    if broken is None:
+        raise exc
+    log.warning("%s %s: %s", request.method, request.url.path, broken.line())
+    return JSONResponse(broken.body(), status_code=broken.status)
+
+
+async def _invalid_for_the_model(request: Request, exc: Exception) -> JSONResponse:
+    """422 for values a model's field refused before anything was sent (``name: ...``)."""
+    from fastapi.responses import JSONResponse
+
+    field, _, why = str(exc).partition(": ")
+    log.warning("%s %s: refused by the model: %s", request.method, request.url.path, exc)
+    body = {"detail": why, "field": field} if why else {"detail": str(exc)}
+    return JSONResponse(body, status_code=422)
 
 
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:

@@ -8,7 +8,7 @@ from database.errors import DatabaseError
 from database.url import parse_database_url
 from database.url_settings import DatabaseSettings
 
-from dotenv import find_dotenv, load_dotenv
+from dotenv import dotenv_values, find_dotenv, load_dotenv
 
 SQLITE_FILE = "quickstart.sqlite3"  # where the demo runs when DATABASE_URL is unset
 UNPOOLED = "DATABASE_URL_UNPOOLED"  # Neon's name for the direct string: for migrations
@@ -18,7 +18,8 @@ READ_ENV_FILE = True
 
 
 def load_database_url(env_file: str | None = None, name: str = "DATABASE_URL") -> str | None:
-    """DATABASE_URL (or ``name``) from the environment, or ``.env``; None when unset or empty.
+    """DATABASE_URL (or ``name``) from the environment, or ``.env`` (which also fills one set but
+    empty); None when unset. DATABASE_URL set but empty, with nothing in .env, is an error.
 
     ``.env`` is python-dotenv's: beside the scripts or in a folder above them.
     """
@@ -31,7 +32,15 @@ def load_database_url(env_file: str | None = None, name: str = "DATABASE_URL") -
         except ValueError as exc:  # a NUL character, or a name with "=": no environment has those
             raise DatabaseError(f"{env_file} has a line that cannot be an environment variable "
                                 f"({exc}): fix or remove that line") from None
-    return os.environ.get(name, "").strip() or None
+    value = os.environ.get(name, "").strip()
+    if not value and name in os.environ:  # set, but empty: `export DATABASE_URL=` somewhere
+        if env_file:  # load_dotenv never overrides a set variable: .env fills it here
+            value = (dotenv_values(env_file, encoding="utf-8-sig").get(name) or "").strip()
+        if not value and name == "DATABASE_URL":  # never a silent SQLite
+            raise DatabaseError("DATABASE_URL is set but empty: give it your connection string "
+                                "(or put it in .env), or unset it (unset DATABASE_URL) for the "
+                                "local SQLite demo")
+    return value or None
 
 
 def load_settings(*, for_migrations: bool = False) -> DatabaseSettings:

@@ -10,8 +10,10 @@ import ssl
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from database.constraints import violation
+
 import asyncpg
-from tortoise.exceptions import BaseORMException
+from tortoise.exceptions import BaseORMException, ValidationError
 
 if TYPE_CHECKING:
     from database.url_settings import DatabaseSettings
@@ -204,7 +206,11 @@ def used_a_closed_connection(exc: BaseException) -> bool:
 
 def explain_error(exc: BaseException) -> str:
     """One line for a database or network error that reached the top."""
-    while isinstance(exc, BaseORMException) and isinstance(exc.__cause__, Exception):
+    broken = violation(exc)
+    if broken is not None:
+        return broken.line()
+    while (isinstance(exc, BaseORMException) and isinstance(exc.__cause__, Exception)
+           and not isinstance(exc, ValidationError)):  # its text names the field; the cause not
         exc = exc.__cause__  # Tortoise wraps the driver's error: explain the original
     if isinstance(exc, DatabaseError):
         return str(exc)
@@ -230,6 +236,13 @@ def explain_error(exc: BaseException) -> str:
         "has no column named" in first
     ):
         return f"The database schema is behind the models ({first}): {MIGRATE}"
+    added = re.match(r'column "([^"]+)" of relation "([^"]+)" contains null values', first)
+    if isinstance(exc, asyncpg.NotNullViolationError) and added:  # a migration's AddField
+        column, table = added.groups()
+        return (f'Cannot add the required column "{column}" to "{table}": its rows have no value '
+                f"for it ({first}). Give the field a default (default=...), or add it with "
+                "null=True, fill it in, then make it required, or fill it in a data migration "
+                "(docs/schema-changes.md)")
     if isinstance(exc, asyncpg.DuplicateTableError) or (
         "already exists" in first and first.startswith("table ")  # SQLite's
     ):

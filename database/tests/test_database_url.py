@@ -220,7 +220,7 @@ def test_describe_never_shows_the_password() -> None:
 
 def test_sqlite_urls_and_default(monkeypatch: pytest.MonkeyPatch) -> None:
     assert parse_database_url("sqlite://demo.sqlite3").engine == "sqlite"
-    monkeypatch.setenv("DATABASE_URL", "")
+    monkeypatch.delenv("DATABASE_URL", raising=False)
     config = database.TORTOISE_ORM
     assert config["connections"]["default"]["engine"] == "tortoise.backends.sqlite"
     assert config["apps"]["models"]["models"] == database.MODELS == ["members"]  # settings.py
@@ -324,3 +324,18 @@ def test_an_sslrootcert_that_is_not_a_certificate(tmp_path) -> None:  # type: ig
 def test_a_url_without_a_user_is_described_without_one() -> None:
     described = parse_database_url("postgresql://localhost/db").describe()
     assert described.startswith("Connected to PostgreSQL at localhost:5432/db (")
+
+
+def test_a_database_url_set_but_empty_is_never_a_silent_sqlite(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`export DATABASE_URL=` left in a shell: .env fills it (load_dotenv alone would not), and
+    with nothing in .env it is one line, not the SQLite demo."""
+    monkeypatch.setenv("DATABASE_URL", " ")
+    env_file = tmp_path / ".env"
+    env_file.write_text(f'DATABASE_URL="postgresql://alex:secret@{POOLER}/neondb"\n')
+    assert load_database_url(str(env_file)) == f"postgresql://alex:secret@{POOLER}/neondb"
+    env_file.write_text("OTHER=1\n")
+    with pytest.raises(DatabaseError, match=r"^DATABASE_URL is set but empty: give it your "):
+        load_database_url(str(env_file))
+    monkeypatch.setenv("DATABASE_URL_UNPOOLED", "")  # the direct string falls back, as documented
+    assert load_database_url(str(env_file), name="DATABASE_URL_UNPOOLED") is None

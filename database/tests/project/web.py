@@ -27,6 +27,7 @@ database.answer_503_when_down(app)
 
 class NewMember(BaseModel):
     name: str
+    handle: str | None = None
 
 
 @app.get("/members")
@@ -36,7 +37,7 @@ async def list_members(limit: int = 10) -> list[dict[str, object]]:
 
 @app.post("/members", status_code=201)
 async def add_member(new: NewMember) -> dict[str, object]:
-    member = await Member.create(name=new.name)
+    member = await Member.create(name=new.name, handle=new.handle)
     return {"id": member.id, "name": member.name}
 
 
