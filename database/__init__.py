@@ -12,6 +12,7 @@ The public surface, what main.py, transactions.py, the Tortoise CLI and the Fast
 - ``check_schema()``      check that migrations created every model's table and columns
 - ``OneLineStartupErrors`` a web app's start-up failure as one line (``asgi.py``)
 - ``answer_503_when_down(app)`` a FastAPI app answers 503, not 500, when the database is down
+- ``rename_table()``      a migration's operations after a ``Meta.table`` change
 - ``DatabaseError``, ``explain_error()``   the one-line errors
 
 Each concern has its own module:
@@ -26,7 +27,9 @@ Each concern has its own module:
 - ``errors.py``      one line per failure, with the fix
 - ``schema.py``      migrate(), create_schema() and check_schema()
 - ``script.py``      connect() and run() for the scripts
-- ``asgi.py``        one-line start-up errors and 503s for the FastAPI app
+- ``asgi.py``        one-line start-up errors, 503s, 409s and 422s for the FastAPI app
+- ``constraints.py`` a write a constraint refused: which constraint, which field, whose fault
+- ``schema_changes.py`` migration operations makemigrations cannot write (a table rename)
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from database.config import project_models, tortoise_config
 from database.environment import load_settings
 from database.errors import DatabaseError, explain_error
 from database.schema import SCHEMA_LOCK_ID, check_schema, create_schema, migrate
+from database.schema_changes import rename_table
 from database.script import connect, one_line_errors_for_other_tools, run
 from database.tls import ssl_option
 from database.url import parse_database_url
@@ -59,8 +63,8 @@ from database.url_settings import DatabaseSettings
 __all__ = [
     "MODELS", "SCHEMA_LOCK_ID", "TORTOISE_ORM", "DatabaseError", "DatabaseSettings",
     "OneLineStartupErrors", "answer_503_when_down", "check_schema", "connect", "create_schema",
-    "explain_error", "load_settings", "migrate", "parse_database_url", "run", "ssl_option",
-    "tortoise_config",
+    "explain_error", "load_settings", "migrate", "parse_database_url", "rename_table", "run",
+    "ssl_option", "tortoise_config",
 ]
 
 #: Tortoise's config dict for its CLI (pyproject.toml: ``database.TORTOISE_ORM``): migrations,

@@ -231,7 +231,8 @@ def explain_error(exc: BaseException) -> str:
     first = (str(exc).splitlines() or [""])[0]
     if isinstance(exc, asyncpg.UndefinedTableError) or "no such table" in first:  # or SQLite's
         return (f"The database has no table for a model ({first}): {MIGRATE} (or, for the "
-                "quickstart's own table, run `python main.py` once)")
+                "quickstart's own table, run `python main.py` once); if you changed the "
+                "model's Meta.table, write the migration in docs/schema-changes.md instead")
     if isinstance(exc, asyncpg.UndefinedColumnError) or "no such column" in first or (
         "has no column named" in first
     ):
