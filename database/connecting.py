@@ -8,6 +8,7 @@ import random
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from typing import Any
 
 from database.errors import (
@@ -54,6 +55,10 @@ def is_not_ready(exc: BaseException, s: DatabaseSettings) -> bool:
     return "rejected SSL upgrade" not in str(exc)  # refused, reset: waking up, restarting
 
 
+# Called after each connection made (script.py: the CLI's output is held until the first).
+CONNECTED: list[Callable[[], None]] = []
+
+
 class RetryingConnect:
     """asyncpg's ``connect``, retried with backoff while the server is not ready yet.
 
@@ -79,7 +84,7 @@ class RetryingConnect:
             if self.statement_cache_off:
                 kwargs["statement_cache_size"] = 0
             try:
-                return await asyncpg.connect(*args, **kwargs)
+                connection = await asyncpg.connect(*args, **kwargs)
             except Exception as exc:
                 # Direct TLS by default (a Neon host): a handshake broken off or never answered
                 # (a middlebox that drops it) gets the standard negotiation instead, once.
@@ -106,6 +111,10 @@ class RetryingConnect:
                 wait = min(delay, 4.0, remaining) * random.uniform(0.5, 1.0)  # backoff, jitter
                 await asyncio.sleep(wait)
                 delay, attempt = delay * 2, attempt + 1
+            else:
+                for listener in CONNECTED:
+                    listener()
+                return connection
 
     def fall_back(self, exc: BaseException) -> None:
         """Direct TLS, chosen by default for a Neon host, failed: use the standard negotiation

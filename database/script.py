@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
+import io
 import logging
 import os
 import signal
@@ -12,6 +14,7 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 from database.config import tortoise_config
+from database.connecting import CONNECTED
 from database.environment import load_settings
 from database.errors import USER_FACING, explain_error
 from database.schema import migrate
@@ -88,6 +91,44 @@ def one_line_errors_for_other_tools() -> None:
     instead of a traceback; any other exception keeps Python's usual report.
     """
     sys.excepthook = _one_line_or_traceback
+    held = HeldOutput(sys.stdout)
+    sys.stdout = held  # type: ignore[assignment]
+    CONNECTED.append(held.release)
+    atexit.register(held.release)
+
+
+class HeldOutput(io.TextIOBase):
+    """The Tortoise CLI's standard output, held until the database answers: `tortoise migrate`
+    prints its plan before its first statement (and Tortoise's recorder takes a failed
+    connection for an empty database), so a wrong password would come after a plan that reads
+    as if migrations were applied. The held lines are shown once a connection is made, or at a
+    normal exit (a command that needs no database); an error ends the process with its one
+    line and nothing before it."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.held: list[str] = []
+        self.released = False
+
+    def write(self, text: str) -> int:
+        if self.released:
+            return int(self.stream.write(text))
+        self.held.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        if self.released:
+            self.stream.flush()
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            self.stream.write("".join(self.held))
+            self.stream.flush()
+            self.held.clear()
+
+    def drop(self) -> None:
+        self.held.clear()
 
 
 def interrupted_line(signum: int) -> str:
@@ -97,6 +138,11 @@ def interrupted_line(signum: int) -> str:
 
 
 def _one_line_or_traceback(kind: type[BaseException], exc: BaseException, tb: Any) -> None:
+    if isinstance(sys.stdout, HeldOutput):
+        if isinstance(exc, USER_FACING):
+            sys.stdout.drop()
+        else:
+            sys.stdout.release()
     if isinstance(exc, USER_FACING):
         print(f"Error: {explain_error(exc)}", file=sys.stderr, flush=True)
     else:

@@ -105,6 +105,7 @@ def test_migrate_with_a_wrong_password_is_one_line(pg: Postgres, dbname: str,
     url = pg.url(dbname, password="Wrong-Password-42")
     result = tortoise("migrate", env=script_env(pg, url), cwd=tmp_path, expect=1)
     assert "Traceback" not in result.stderr and "Wrong-Password-42" not in result.stderr
+    assert result.stdout == ""  # no plan ("APPLY ..., Plan: 1 to apply") before the line
     parts = urlsplit(url)
     assert result.stderr.splitlines() == [(
         f"Error: Password authentication failed for user {parts.username} at {parts.hostname}: "
