@@ -55,7 +55,7 @@ def test_the_projects_migration_matches_the_model_and_creates_its_table(
     columns = query(pg, dbname, "SELECT column_name, data_type FROM information_schema.columns "
                                 "WHERE table_name = 'library_members' ORDER BY ordinal_position")
     assert [(c["column_name"], c["data_type"]) for c in columns] == [
-        ("id", "integer"), ("name", "character varying"),
+        ("id", "integer"), ("name", "character varying"), ("handle", "character varying"),
         ("joined_at", "timestamp with time zone")]
     assert applied(pg, dbname) == on_disk(tmp_path)
     assert "No migrations to apply" in tortoise("migrate", env=env, cwd=tmp_path).stdout
