@@ -4,11 +4,13 @@ suite's: database/tests/test_web_app.py.)"""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from database.testing.apps import serving, startup_failure
-from database.testing.fixtures import Postgres, query, script_env
+from database.testing.apps import app_running, serving, startup_failure
+from database.testing.fixtures import Postgres, copy_project, query, script_env
 
 import httpx
 import pytest
@@ -70,3 +72,29 @@ def test_startup_without_the_tables_names_the_demos_table(pg: Postgres, db_url: 
     assert errors[0].startswith('ERROR:    Error: The database has no table for a model '
                                 '(relation "demo_users" does not exist): run `tortoise')
     assert "(or, for the quickstart's own table, run `python main.py` once)" in errors[0]
+
+
+def test_a_unique_name_answers_409_with_no_code_in_the_app(pg: Postgres, dbname: str,
+                                                           db_url: str, tmp_path: Path) -> None:
+    """`name` made unique, as users do, migrated: the same POST /users twice is 201 then 409
+    naming the field, from the package (app.py unchanged), one log line, no traceback."""
+    repo = copy_project(tmp_path / "myapp")
+    main = repo / "main.py"
+    main.write_text(main.read_text().replace("name = fields.CharField(max_length=50)",
+                                             "name = fields.CharField(max_length=50, unique=True)"))
+    env = script_env(pg, db_url)
+    for command in ("makemigrations", "migrate"):
+        done = subprocess.run([sys.executable, "-m", "tortoise", command], cwd=repo, env=env,
+                              text=True, capture_output=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+    log = tmp_path / "uvicorn.log"
+    with app_running(env, log, "app:app", cwd=repo) as api:
+        assert api.post("/users", json={"name": "Ada"}).status_code == 201
+        again = api.post("/users", json={"name": "Ada"})
+        assert again.status_code == 409, again.text
+        body = again.json()
+        assert body["detail"] == "a row with the same value exists already"
+        assert body["field"] == "name" and body["constraint"].startswith("uid_demo_users_name")
+    assert [r["name"] for r in query(pg, dbname, "SELECT name FROM demo_users")] == ["Ada"]
+    text = log.read_text()
+    assert "Traceback" not in text and text.count("A write was refused") == 1, text
