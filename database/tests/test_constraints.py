@@ -123,3 +123,25 @@ def test_a_required_column_on_a_table_with_rows_is_one_line(pg: Postgres, dbname
          "Give the field a default (default=...), or add it with null=True, fill it in, then "
          "make it required, or fill it in a data migration (docs/schema-changes.md)")]
     assert len(query(pg, dbname, "SELECT 1 FROM library_members")) == 2
+
+
+def test_an_integrity_error_that_is_no_constraint_is_still_a_500() -> None:
+    """A bug keeps its 500 (and its traceback, in the server's log)."""
+    import database
+
+    from fastapi import FastAPI
+    from tortoise.exceptions import IntegrityError
+
+    app = FastAPI()
+    database.answer_503_when_down(app)
+
+    @app.post("/broken")
+    async def broken() -> None:
+        raise IntegrityError("not a constraint the database named")
+
+    async def go() -> int:
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return (await client.post("/broken")).status_code
+
+    assert asyncio.run(go()) == 500
