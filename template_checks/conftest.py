@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from database.testing.fixtures import *
+from database.testing.fixtures import *  # the fixtures and hooks of both suites
 from database.testing.fixtures import copy_project, use_project
 
 import pytest

@@ -15,9 +15,11 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from database.testing.fixtures import *
-from database.testing.fixtures import LIBRARY_PROJECT, library_project, use_project
+from database.testing.apps import serving
+from database.testing.fixtures import *  # the fixtures and hooks of both suites
+from database.testing.fixtures import LIBRARY_PROJECT, Postgres, library_project, use_project
 
+import httpx
 import pytest
 
 sys.path.insert(0, str(LIBRARY_PROJECT))
@@ -34,3 +36,10 @@ def the_library_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pa
     use_project(path, "web:app", models=["members"],
                 migrations="database.tests.project.migrations")
     yield path
+
+
+@pytest.fixture
+def api(pg: Postgres, db_url: str, tmp_path: Path) -> Iterator[httpx.Client]:
+    """The project's app (``uvicorn web:app``) on this test's database, its tables made."""
+    with serving(pg, db_url, tmp_path / "uvicorn.log") as client:
+        yield client

@@ -6,11 +6,9 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 from database.constraints import violation
-from database.testing.apps import serving
 from database.testing.fixtures import (
     Postgres,
     error_line,
@@ -25,12 +23,6 @@ from database.testing.fixtures import (
 import asyncpg
 import httpx
 import pytest
-
-
-@pytest.fixture
-def api(pg: Postgres, db_url: str, tmp_path: Path) -> Iterator[httpx.Client]:
-    with serving(pg, db_url, tmp_path / "uvicorn.log") as client:
-        yield client
 
 
 def test_a_duplicate_is_a_409_naming_the_field(api: httpx.Client, pg: Postgres, dbname: str,

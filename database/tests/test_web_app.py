@@ -5,21 +5,13 @@ does not answer, a new connection after a server restart, one-line start-up erro
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 from database.testing import servers
-from database.testing.apps import create_tables, serving, startup_failure
+from database.testing.apps import create_tables, startup_failure
 from database.testing.fixtures import Postgres, execute, script_env
 
 import httpx
-import pytest
-
-
-@pytest.fixture
-def api(pg: Postgres, db_url: str, tmp_path: Path) -> Iterator[httpx.Client]:
-    with serving(pg, db_url, tmp_path / "uvicorn.log") as client:
-        yield client
 
 
 def test_health_db_touches_the_database(api: httpx.Client, pg: Postgres, dbname: str,
