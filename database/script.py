@@ -91,10 +91,19 @@ def one_line_errors_for_other_tools() -> None:
     instead of a traceback; any other exception keeps Python's usual report.
     """
     sys.excepthook = _one_line_or_traceback
-    held = HeldOutput(sys.stdout)
-    sys.stdout = held  # type: ignore[assignment]
-    CONNECTED.append(held.release)
-    atexit.register(held.release)
+    if _is_the_tortoise_cli() and not isinstance(sys.stdout, HeldOutput):
+        held = HeldOutput(sys.stdout)
+        sys.stdout = held  # type: ignore[assignment]
+        CONNECTED.append(held.release)
+        atexit.register(held.release)
+
+
+def _is_the_tortoise_cli() -> bool:
+    """`tortoise ...` or `python -m tortoise ...` (not an app or a test that reads the config)."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    return os.path.basename(sys.argv[0] if sys.argv else "") == "tortoise" or (
+        spec is not None and spec.name.split(".")[0] == "tortoise")
 
 
 class HeldOutput(io.TextIOBase):
@@ -123,8 +132,11 @@ class HeldOutput(io.TextIOBase):
     def release(self) -> None:
         if not self.released:
             self.released = True
-            self.stream.write("".join(self.held))
-            self.stream.flush()
+            try:
+                self.stream.write("".join(self.held))
+                self.stream.flush()
+            except (OSError, ValueError):  # the reader has gone (`| head`), or it was closed
+                pass
             self.held.clear()
 
     def drop(self) -> None:
