@@ -2,39 +2,43 @@
 project (database/tests/project/: the ``Member`` model, ``members.py``, ``ledger.py``,
 ``web:app``), so nothing in your checkout (main.py, transactions.py, app.py, settings.py, your
 models, .env) can turn it red: the scripts, the CLI and the app run in a copy of that project
-with the package beside it. In this process ``settings`` and ``members`` are imported from it
-before any test runs, and its migrations are the package ``database.tests.project.migrations``
-(Tortoise reloads a migrations package by name: a plain ``migrations`` could become yours), so
-nothing here is yours.
+with the package beside it. In this process its model and migrations go by names of their own
+(``database.tests.project.members``, ``database.tests.project.migrations``: Tortoise reloads a
+migrations package by name, so a plain ``migrations`` could become yours), and ``settings`` is
+the project's for each test, so nothing here is yours.
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
+import types
 from collections.abc import Iterator
 from pathlib import Path
 
 from database.testing.apps import serving
 from database.testing.fixtures import *  # the fixtures and hooks of both suites
-from database.testing.fixtures import LIBRARY_PROJECT, Postgres, library_project, use_project
+from database.testing.fixtures import Postgres, library_project, use_project
 
 import httpx
 import pytest
 
-sys.path.insert(0, str(LIBRARY_PROJECT))
-for name in ("settings", "members"):  # the project's, whatever sys.path says later
-    sys.modules.pop(name, None)
-    importlib.import_module(name)
-sys.path.remove(str(LIBRARY_PROJECT))
+MODELS = ["database.tests.project.members"]  # the project's model, by a name of its own
+SETTINGS = types.ModuleType("settings")  # what the package reads as the project's settings.py
+SETTINGS.MODELS = MODELS  # type: ignore[attr-defined]
+
+
+@pytest.fixture(autouse=True)
+def the_library_projects_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``settings`` is the library project's for each test here, never yours (and only here:
+    your tests may run in the same process)."""
+    monkeypatch.setitem(sys.modules, "settings", SETTINGS)
 
 
 @pytest.fixture(scope="package", autouse=True)
 def the_library_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A copy of the library's project with the package beside it: where its scripts run."""
     path = library_project(tmp_path_factory.mktemp("library-project"))
-    use_project(path, "web:app", models=["members"],
-                migrations="database.tests.project.migrations")
+    use_project(path, "web:app", models=MODELS, migrations="database.tests.project.migrations")
     yield path
 
 

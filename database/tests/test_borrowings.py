@@ -17,10 +17,10 @@ from database.connecting import is_not_ready
 from database.errors import used_a_closed_connection
 from database.schema import _recorder_table_sql
 from database.testing.fixtures import Postgres, migrate_database, project_config, run
+from database.tests.project.members import Member
 
 import asyncpg
 import pytest
-from members import Member  # the library project's (database/tests/conftest.py)
 from tortoise import Tortoise, connections
 from tortoise.backends.asyncpg.client import AsyncpgDBClient, TransactionWrapper
 from tortoise.migrations.executor import MigrationExecutor

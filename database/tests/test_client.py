@@ -7,9 +7,9 @@ from __future__ import annotations
 import database
 from database.client import NotSaved
 from database.testing.fixtures import Postgres, migrate_database, project_config, query, run
+from database.tests.project.members import Member
 
 import pytest
-from members import Member  # the library project's (database/tests/conftest.py)
 from tortoise import Tortoise
 from tortoise.transactions import in_transaction
 

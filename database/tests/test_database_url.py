@@ -223,7 +223,7 @@ def test_sqlite_urls_and_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DATABASE_URL", raising=False)
     config = database.TORTOISE_ORM
     assert config["connections"]["default"]["engine"] == "tortoise.backends.sqlite"
-    assert config["apps"]["models"]["models"] == database.MODELS == ["members"]  # settings.py
+    assert config["apps"]["models"]["models"] == database.MODELS == ["database.tests.project.members"]  # the project's settings
 
 
 def test_migrations_use_the_unpooled_string_when_set(monkeypatch: pytest.MonkeyPatch) -> None:

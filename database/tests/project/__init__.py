@@ -4,7 +4,6 @@ main.py, transactions.py, app.py, settings.py or the User model of the checkout 
 
 The tests run ``python members.py``, ``python ledger.py``, ``uvicorn web:app`` and
 ``python -m tortoise migrate`` in a copy of this folder with the package beside it
-(database/testing/fixtures.py ``library_project``). In the test process this folder comes first
-on ``sys.path`` (database/tests/conftest.py), so ``from members import Member`` is this
-project's model. (This file only makes the folder a package for mypy.)
+(database/testing/fixtures.py ``library_project``). In the test process its modules go by their
+package names (``database.tests.project.members``), never by names yours could have.
 """
