@@ -13,13 +13,14 @@ The public surface, what main.py, transactions.py, the Tortoise CLI and the Fast
 - ``OneLineStartupErrors`` a web app's start-up failure as one line (``asgi.py``)
 - ``answer_503_when_down(app)`` a FastAPI app answers 503, not 500, when the database is down
 - ``rename_table()``      a migration's operations after a ``Meta.table`` change
+- ``primary()``           reads in the block go to the primary, not DATABASE_URL_REPLICA
 - ``DatabaseError``, ``explain_error()``   the one-line errors
 
 Each concern has its own module:
 
 - ``environment.py`` DATABASE_URL(_UNPOOLED) from the environment or ``.env`` (else SQLite)
 - ``url.py``         DATABASE_URL -> DatabaseSettings (every form Neon users paste)
-- ``settings.py``    DatabaseSettings: what the URL says, safe to print
+- ``url_settings.py`` DatabaseSettings: what the URL says, safe to print
 - ``tls.py``         the verifying TLS context, with ALPN
 - ``config.py``      Tortoise's config dict (settings.MODELS, pool hooks)
 - ``client.py``      Tortoise's asyncpg client: reads retried, the statement-cache switch
@@ -30,6 +31,8 @@ Each concern has its own module:
 - ``asgi.py``        one-line start-up errors, 503s, 409s and 422s for the FastAPI app
 - ``constraints.py`` a write a constraint refused: which constraint, which field, whose fault
 - ``schema_changes.py`` migration operations makemigrations cannot write (a table rename)
+- ``replicas.py``    DATABASE_URL_REPLICA: reads to replicas, never behind your own write
+- ``pool.py``        asyncpg's pool on a compute out of connection slots (many workers)
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ from database.asgi import OneLineStartupErrors, answer_503_when_down
 from database.config import project_models, tortoise_config
 from database.environment import load_settings
 from database.errors import DatabaseError, explain_error
+from database.replicas import primary
 from database.schema import SCHEMA_LOCK_ID, check_schema, create_schema, migrate
 from database.schema_changes import rename_table
 from database.script import connect, one_line_errors_for_other_tools, run
@@ -63,7 +67,8 @@ from database.url_settings import DatabaseSettings
 __all__ = [
     "MODELS", "SCHEMA_LOCK_ID", "TORTOISE_ORM", "DatabaseError", "DatabaseSettings",
     "OneLineStartupErrors", "answer_503_when_down", "check_schema", "connect", "create_schema",
-    "explain_error", "load_settings", "migrate", "parse_database_url", "rename_table", "run",
+    "explain_error", "load_settings", "migrate", "parse_database_url", "primary", "rename_table",
+    "run",
     "ssl_option", "tortoise_config",
 ]
 

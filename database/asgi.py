@@ -1,7 +1,8 @@
 """The web app's side: one line per database failure, 503 when the database is down.
 
 - ``OneLineStartupErrors``: a start-up failure as the scripts show it (one line, no traceback);
-- ``answer_503_when_down(app)``: a request the database could not serve answers 503 with
+- ``answer_503_when_down(app)`` (which also installs ``ReadYourWrites``, replicas.py): a
+  request the database could not serve answers 503 with
   ``Retry-After``, and the why goes to the server's log as one line (never to the client); a
   write that breaks a constraint answers 409 (a duplicate) or 422 (the request's own values:
   a missing one, a reference to nothing, a failed check), naming the field or the constraint.
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from database.client import LOST, MaybeSaved, Unavailable
 from database.constraints import violation
 from database.errors import USER_FACING, DatabaseError, explain_error
+from database.replicas import ReadYourWrites
 
 if TYPE_CHECKING:
     from fastapi import FastAPI, Request
@@ -76,6 +78,8 @@ def answer_503_when_down(app: FastAPI) -> None:
         app.add_exception_handler(kind, _database_unavailable)  # type: ignore[arg-type]
     app.add_exception_handler(IntegrityError, _constraint_broken)  # type: ignore[arg-type]
     app.add_exception_handler(ValidationError, _invalid_for_the_model)  # type: ignore[arg-type]
+    # With DATABASE_URL_REPLICA: a client reads its own writes in its next requests.
+    app.add_middleware(ReadYourWrites)  # type: ignore[arg-type]
     _log_through_uvicorn()
 
 

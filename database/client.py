@@ -18,10 +18,14 @@ once, so the scripts, the app and the user's own code all get it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from contextvars import ContextVar
 from typing import Any
 
 from database.errors import DatabaseError, explain_error, used_a_closed_connection
+from database.replicas import Behind, Reads, Replica, ReplicaConnection, Replicas, cookie_key, \
+    is_locking
 
 import asyncpg
 from tortoise.backends.asyncpg.client import AsyncpgDBClient, TransactionWrapper
@@ -172,14 +176,78 @@ class Resilient:
             await root._pool.expire_connections()  # each is replaced, cache off, on release
 
 
-class Client(Resilient, AsyncpgDBClient):
-    """Tortoise's asyncpg client, with retries and the statement-cache switch (see above)."""
+# The statements that may go to a replica (Tortoise's read paths; never a script or an insert).
+ROUTED = {"execute_query", "execute_query_dict"}
+# Set while a read runs on a replica: the connection it acquires is the replica's.
+_replica_read: ContextVar[tuple[Replica, Reads] | None] = ContextVar("replica_read", default=None)
+_ON_PRIMARY = object()
 
-    def acquire_connection(self) -> TerminateBroken:
+
+class Client(Resilient, AsyncpgDBClient):
+    """Tortoise's asyncpg client, with retries, the statement-cache switch (see above), and
+    reads sent to DATABASE_URL_REPLICA's replicas (``replicas.py``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        replicas = kwargs.pop("replicas", None)
+        super().__init__(*args, **kwargs)
+        self.replicas = Replicas(replicas, cookie_key(kwargs)) if replicas else None
+
+    async def create_pool(self, **kwargs: Any) -> Any:
+        from database.pool import create_pool
+
+        return await create_pool(**kwargs)
+
+    def acquire_connection(self) -> Any:
+        target = _replica_read.get()
+        if target is not None:
+            return ReplicaConnection(*target)
         return TerminateBroken(self, self._pool_init_lock)
 
     def _in_transaction(self) -> TransactionContext:
+        if self.replicas is not None:
+            self.replicas.wrote()  # a transaction is the primary's, and so is what follows it
         return TransactionContextPooled(Transaction(self), self._pool_init_lock)
+
+    async def _translate_exceptions(self, func: Any, *args: Any, **kwargs: Any) -> Any:
+        if self.replicas is not None:
+            query = args[0] if args and isinstance(args[0], str) else ""
+            if getattr(func, "__name__", "") in ROUTED and is_read(query) and not is_locking(query):
+                target = self.replicas.for_read()
+                if target is not None:
+                    result = await self._on_replica(target, func, *args, **kwargs)
+                    if result is not _ON_PRIMARY:
+                        self.replicas.served["replica"] += 1
+                        return result
+                self.replicas.served["primary"] += 1
+            else:
+                self.replicas.wrote()  # this task's reads go to the primary from now on
+        return await super()._translate_exceptions(func, *args, **kwargs)
+
+    async def _on_replica(self, target: tuple[Replica, Reads], func: Any, *args: Any,
+                          **kwargs: Any) -> Any:
+        """The read on the replica, or ``_ON_PRIMARY`` when it must run on the primary: the
+        replica is behind the client's write, down, waking, or refused the statement (a read
+        runs again safely). A failed replica is left alone for a while: one log line."""
+        token = _replica_read.set(target)
+        try:
+            return await func(self, *args, **kwargs)
+        except Behind:
+            return _ON_PRIMARY
+        except Exception as exc:
+            if isinstance(exc, (*LOST, DatabaseError, asyncio.TimeoutError, TimeoutError,
+                                asyncpg.InterfaceError)) or never_sent(exc):
+                target[0].failed(exc)
+            else:  # 25006 (a SELECT that writes), a table a migration just made, a conflict
+                log.debug("Read on replica %s failed (%s): running it on the primary",
+                          target[0].name, exc)
+            return _ON_PRIMARY
+        finally:
+            _replica_read.reset(token)
+
+    async def _close(self) -> None:
+        await super()._close()
+        if self.replicas is not None:
+            await self.replicas.close()
 
 
 class Transaction(Resilient, TransactionWrapper):

@@ -76,26 +76,9 @@ def tortoise_config(
             "credentials": {"file_path": settings.database},
         }
     else:
-        credentials: dict[str, Any] = {
-            "host": settings.host,
-            "port": settings.port,
-            "user": settings.user,
-            # A callable: asyncpg calls it; Tortoise's debug log would print a third of a string.
-            "password": lambda: settings.password,
-            "database": settings.database,
-            "ssl": ssl_option(settings),
-            "direct_tls": settings.direct_tls,
-            "server_settings": dict(settings.server_settings),
-            # No floor: connections that a suspend closed are not reopened until a request needs
-            # one, so an idle app lets Neon scale the compute to zero (docs/app-on-neon.md).
-            "minsize": 0,
-            "maxsize": 5,
-            "connect": RetryingConnect(settings),
-            "reset": keep_session,
-            "connection_class": PromptCloseConnection,
-        }
-        if settings.statement_cache_size is not None:
-            credentials["statement_cache_size"] = settings.statement_cache_size
+        credentials = pool_credentials(settings)
+        if settings.replicas:  # DATABASE_URL_REPLICA: reads go there (replicas.py)
+            credentials["replicas"] = [pool_credentials(r) for r in settings.replicas]
         # Tortoise's asyncpg client with retries and the statement-cache switch (client.py)
         connection = {"engine": "database.client", "credentials": credentials}
     return {
@@ -110,6 +93,31 @@ def tortoise_config(
         "use_tz": True,
         "timezone": "UTC",
     }
+
+
+def pool_credentials(settings: DatabaseSettings) -> dict[str, Any]:
+    """The connection pool's settings for one server, in Tortoise's terms."""
+    credentials: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "user": settings.user,
+        # A callable: asyncpg calls it; Tortoise's debug log would print a third of a string.
+        "password": lambda: settings.password,
+        "database": settings.database,
+        "ssl": ssl_option(settings),
+        "direct_tls": settings.direct_tls,
+        "server_settings": dict(settings.server_settings),
+        # No floor: connections that a suspend closed are not reopened until a request needs
+        # one, so an idle app lets Neon scale the compute to zero (docs/app-on-neon.md).
+        "minsize": 0,
+        "maxsize": settings.pool_size,  # pool_size= in the URL (docs/replicas-and-workers.md)
+        "connect": RetryingConnect(settings),
+        "reset": keep_session,
+        "connection_class": PromptCloseConnection,
+    }
+    if settings.statement_cache_size is not None:
+        credentials["statement_cache_size"] = settings.statement_cache_size
+    return credentials
 
 
 async def keep_session(connection: asyncpg.Connection) -> None:

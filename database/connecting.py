@@ -15,11 +15,12 @@ from database.errors import (
     DatabaseError,
     explain_connect_error,
     explain_gave_up,
+    explain_slots_full,
     failure_reason,
     is_direct_tls_failure,
     neon_failure,
 )
-from database.url_settings import DatabaseSettings
+from database.url_settings import REPLICA, DatabaseSettings
 
 import asyncpg
 
@@ -29,6 +30,9 @@ ATTEMPT_TIMEOUT = 10.0  # seconds for one attempt: a host that accepts and never
 # Seconds of "connection refused" before giving up. Neon's proxy always listens, so a refusal
 # means a wrong host or port, or a local server still starting (which listens within seconds).
 REFUSED_FOR = 5.0
+# Seconds to wait for a free connection slot (53300) when this process holds no connection: a
+# request waits at most this long, then answers 503 (pool.py).
+SLOTS_WAIT = 5.0
 
 NOT_READY = (
     asyncpg.CannotConnectNowError,  # the server is starting up or shutting down
@@ -70,10 +74,13 @@ class RetryingConnect:
         self.settings = settings
         # Set by client.py when a pooler loses prepared statements: new connections go without.
         self.statement_cache_off = False
+        self.pool: Any = None  # the pool this fills (pool.py sets it): what it holds already
 
     async def __call__(self, *args: Any, **kwargs: Any) -> asyncpg.Connection:
         s = self.settings
-        deadline = time.monotonic() + s.connect_deadline
+        begun = time.monotonic()
+        deadline = begun + s.connect_deadline
+        replica = s.variable == REPLICA  # waited for in the background, said by replicas.py
         delay, attempt = 0.25, 1
         refused_since: float | None = None  # when the current run of refusals began
         while True:
@@ -96,16 +103,28 @@ class RetryingConnect:
                     raise DatabaseError(explain_connect_error(exc, s)) from exc
                 reason = failure_reason(exc)
                 give_up, limit = deadline, s.connect_deadline
-                if reason == "connection refused":
+                if isinstance(exc, asyncpg.TooManyConnectionsError):  # 53300: no free slot
+                    held = self.pool.get_size() if self.pool is not None else 0
+                    if held:  # serve from the connections held: pool.py waits for one
+                        from database.pool import SlotsFull
+
+                        raise SlotsFull(explain_slots_full(exc, s, held=held)) from exc
+                    limit = min(SLOTS_WAIT, s.connect_deadline)
+                    give_up = min(deadline, begun + limit)
+                elif reason == "connection refused":
                     refused_since = started if refused_since is None else refused_since
-                    limit = min(REFUSED_FOR, s.connect_deadline)
+                    # A replica that refuses is down: its reads go to the primary (replicas.py)
+                    limit = 0 if replica else min(REFUSED_FOR, s.connect_deadline)
                     give_up = min(deadline, refused_since + limit)
                 else:
                     refused_since = None
                 remaining = give_up - time.monotonic()
                 if remaining <= 0.05:
+                    if isinstance(exc, asyncpg.TooManyConnectionsError):
+                        raise DatabaseError(explain_slots_full(exc, s, waited=limit)) from exc
                     raise DatabaseError(explain_gave_up(exc, s, attempt, limit)) from exc
-                if attempt == 1:  # one line, however long the wait
+                if attempt == 1 and not replica and not isinstance(
+                        exc, asyncpg.TooManyConnectionsError):
                     log.warning("Database at %s not ready (%s); retrying for up to %.0f s",
                                 s.address, reason, remaining)
                 wait = min(delay, 4.0, remaining) * random.uniform(0.5, 1.0)  # backoff, jitter

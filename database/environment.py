@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 
 from database.errors import DatabaseError
-from database.url import parse_database_url
-from database.url_settings import DatabaseSettings
+from database.url import parse_database_url, parse_replica_urls
+from database.url_settings import REPLICA, DatabaseSettings
 
 from dotenv import dotenv_values, find_dotenv, load_dotenv
 
@@ -58,10 +58,20 @@ def load_settings(*, for_migrations: bool = False) -> DatabaseSettings:
         settings.variable = UNPOOLED
         return settings
     url = load_database_url()
+    replicas = None if for_migrations else load_database_url(name=REPLICA)
     if url is None:
+        if replicas is not None:
+            raise DatabaseError(f"{REPLICA} is set but DATABASE_URL is not: set DATABASE_URL "
+                                "to the primary's connection string (writes go there)")
         print(
             f"DATABASE_URL is not set: using the local SQLite file {SQLITE_FILE}. "
             "To use Neon, put your connection string in .env (see .env.example)."
         )
         url = f"sqlite://{SQLITE_FILE}"
-    return parse_database_url(url)
+    settings = parse_database_url(url)
+    if replicas is not None:
+        if settings.engine != "postgres":
+            raise DatabaseError(f"{REPLICA} needs DATABASE_URL to be a postgresql:// string "
+                                f"(read replicas are PostgreSQL's): unset {REPLICA} for SQLite")
+        settings.replicas = parse_replica_urls(replicas, REPLICA)
+    return settings

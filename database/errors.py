@@ -109,6 +109,25 @@ def explain_gave_up(exc: BaseException, s: DatabaseSettings, attempts: int,
             f"{s.variable} are right and that the database is running")
 
 
+WORKERS_DOC = "docs/replicas-and-workers.md"
+
+
+def explain_slots_full(exc: BaseException, s: DatabaseSettings, *, held: int = 0,
+                       waited: float = 0) -> str:
+    """The line for a compute out of connection slots (53300): the cause and the fix, which is
+    never the host or the port. ``held``: the connections this process goes on with."""
+    reason = f"{s.variable} at {s.host}: {str(exc).splitlines()[0]}"
+    fix = ("lower pool_size in " + s.variable if s.pooled else
+           "use the pooled connection string (the -pooler host), or lower pool_size in "
+           + s.variable) + f" so that processes x pool_size fits the compute's max_connections "
+    fix += f"(see {WORKERS_DOC})"
+    if held:
+        return (f"The database has no free connection slot ({reason}): this process goes on "
+                f"with the {held} connection{'s' if held > 1 else ''} it holds; {fix}")
+    return (f"The database had no free connection slot for {waited:g} s ({reason}): close "
+            f"connections other programs hold, or {fix}")
+
+
 def _refused(exc: BaseException) -> bool:
     """Connection refused: nothing listens there (for a host with several addresses, asyncio
     says "Multiple exceptions: [Errno 111] ..., [Errno 111] ..."; all must be refusals)."""

@@ -167,6 +167,11 @@ def _apply_query(settings: DatabaseSettings, params: dict[str, str]) -> None:
     elif settings.pooled:  # PgBouncer in transaction mode: docs/connecting.md
         # Neon's keeps prepared statements (1.21+, max_prepared_statements); others may not
         settings.statement_cache_size = NEON_CACHE if is_neon(settings.host) else 0
+    if "pool_size" in params:
+        settings.pool_size = _number(params.pop("pool_size"), "pool_size")
+        if not 1 <= settings.pool_size <= 1000:
+            raise DatabaseError(f"DATABASE_URL has pool_size={settings.pool_size}: give the most "
+                                "connections one process may open, from 1 to 1000 (default 5)")
     if "connect_timeout" in params:
         settings.connect_deadline = _number(params.pop("connect_timeout"), "connect_timeout")
         if settings.connect_deadline < 1:
@@ -180,8 +185,24 @@ def _apply_query(settings: DatabaseSettings, params: dict[str, str]) -> None:
         raise DatabaseError(
             f"DATABASE_URL has the unknown parameter {_shown(unknown[0])}=...: remove it "
             "(supported: sslmode, sslrootcert, sslnegotiation, channel_binding, options, "
-            "application_name, connect_timeout, statement_cache_size)"
+            "application_name, connect_timeout, statement_cache_size, pool_size)"
         )
+
+
+def parse_replica_urls(value: str, variable: str = "DATABASE_URL_REPLICA") -> list[DatabaseSettings]:
+    """DATABASE_URL_REPLICA: one connection string, or several separated by commas."""
+    replicas = []
+    for url in re.split(r",\s*(?=['\"]?postgres(?:ql)?://)", value.strip(), flags=re.IGNORECASE):
+        try:
+            settings = parse_database_url(url)
+        except DatabaseError as exc:  # the line names the variable that holds the mistake
+            raise DatabaseError(str(exc).replace("DATABASE_URL", variable, 1)) from None
+        if settings.engine != "postgres":
+            raise DatabaseError(f"{variable} must hold postgresql:// connection strings (a "
+                                "read replica's, from Neon's Connect dialog)")
+        settings.variable = variable
+        replicas.append(settings)
+    return replicas
 
 
 def is_neon(host: str) -> bool:

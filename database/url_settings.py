@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 CONNECT_DEADLINE = 30.0  # seconds for all connect attempts together (URL: connect_timeout=)
+POOL_SIZE = 5  # connections one process may open at most (URL: pool_size=)
+REPLICA = "DATABASE_URL_REPLICA"  # read replicas' strings, comma-separated (Prisma's name)
 
 
 @dataclass
@@ -24,6 +26,9 @@ class DatabaseSettings:
     pooled: bool = False  # a Neon "-pooler" host: PgBouncer in transaction mode
     statement_cache_size: int | None = None
     connect_deadline: float = CONNECT_DEADLINE
+    pool_size: int = POOL_SIZE
+    # DATABASE_URL_REPLICA's read replicas: reads outside a transaction go there (replicas.py)
+    replicas: list[DatabaseSettings] = field(default_factory=list)
     server_settings: dict[str, str] = field(default_factory=dict)
     variable: str = "DATABASE_URL"  # where the URL came from, for the error lines
 
@@ -57,5 +62,8 @@ class DatabaseSettings:
             notes.append("pooled endpoint")
         if self.statement_cache_size == 0:
             notes.append("statement cache off")
+        if self.replicas:
+            count = len(self.replicas)
+            notes.append(f"reads to {count} replica{'s' if count > 1 else ''}")
         who = f" as {self.user}" if self.user else ""
         return f"Connected to PostgreSQL at {self.where}{who} ({'; '.join(notes)})"

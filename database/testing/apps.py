@@ -25,12 +25,14 @@ from tortoise import Tortoise
 
 
 def start_uvicorn(env: dict[str, str], log: Path, app: str | None = None,
-                  cwd: Path | None = None) -> tuple[subprocess.Popen[bytes], int]:
-    """`uvicorn APP --port PORT` in the project's folder (or ``cwd``); APP: the project's."""
+                  cwd: Path | None = None, workers: int = 1) -> tuple[subprocess.Popen[bytes], int]:
+    """`uvicorn APP --port PORT [--workers N]` in the project's folder (or ``cwd``); APP: the
+    project's."""
     port = free_port()
+    more = ["--workers", str(workers)] if workers > 1 else []
     with log.open("w") as out:
         server = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", app or project_app(), "--port", str(port)],
+            [sys.executable, "-m", "uvicorn", app or project_app(), "--port", str(port), *more],
             env=env, cwd=cwd or project(), stdout=out, stderr=subprocess.STDOUT)
     return server, port
 
@@ -54,9 +56,10 @@ def create_tables(pg: Postgres, db_url: str) -> None:
 
 @contextmanager
 def app_running(env: dict[str, str], log: Path, app: str | None = None,
-                cwd: Path | None = None, timeout: float = 30) -> Iterator[httpx.Client]:
+                cwd: Path | None = None, timeout: float = 30, workers: int = 1
+                ) -> Iterator[httpx.Client]:
     """uvicorn with the app (``start_uvicorn``), a client once it answers; stopped after."""
-    server, port = start_uvicorn(env, log, app, cwd)
+    server, port = start_uvicorn(env, log, app, cwd, workers)
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=timeout) as client:
             wait_until_up(client, server, log)

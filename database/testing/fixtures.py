@@ -23,6 +23,7 @@ import shutil
 import ssl
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -189,6 +190,53 @@ def pg(request: pytest.FixtureRequest) -> Iterator[Postgres]:
     if isinstance(build, str):  # a server CI needs and this machine lacks
         missing(build)
     server = servers.start_postgres(build)
+    env = {"SSL_CERT_FILE": str(server.ca_path)} if server.ca_path else {}
+    try:
+        yield Postgres(server=server, env=env)
+    finally:
+        servers.remove(server)
+
+
+@pytest.fixture(scope="session")
+def standby(pg: Postgres) -> Iterator[servers.PostgresServer]:
+    """A read replica of the test server: a real hot standby, streaming, 2 s behind on purpose
+    (``servers.start_standby``)."""
+    if pg.server is None:
+        pytest.skip("needs the local test server, to stand a hot standby beside it: "
+                    "TEST_DATABASE_URL points at a remote one")
+    server = servers.start_standby(pg.server)
+    try:
+        yield server
+    finally:
+        servers.remove(server)
+
+
+def replayed(pg: Postgres, standby: servers.PostgresServer, timeout: float = 60) -> None:
+    """Wait until the standby has replayed everything the primary has written so far (a new
+    database, say): at most ``timeout`` seconds."""
+    position = servers.admin_query(pg.target, "SELECT pg_current_wal_insert_lsn()")[0][0]
+    deadline = time.monotonic() + timeout
+    while servers.admin_query(standby, "SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn",
+                              position)[0][0] is not True:
+        assert time.monotonic() < deadline, f"the standby did not replay {position} in time"
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def replica_url(pg: Postgres, standby: servers.PostgresServer, dbname: str) -> str:
+    """DATABASE_URL_REPLICA for this test's database, once the standby has it."""
+    replayed(pg, standby)
+    return standby.url(dbname)
+
+
+@pytest.fixture(scope="session")
+def few_slots(pg: Postgres) -> Iterator[Postgres]:
+    """A server with 7 connection slots for the app's role, an ordinary one (10, 3 of them
+    the superuser's), as a small Neon compute has few."""
+    if pg.server is None:
+        pytest.skip("needs a local server with few connection slots: TEST_DATABASE_URL points "
+                    "at a remote one")
+    server = servers.start_postgres(pg.server.build, max_connections=10)
     env = {"SSL_CERT_FILE": str(server.ca_path)} if server.ca_path else {}
     try:
         yield Postgres(server=server, env=env)

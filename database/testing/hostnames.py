@@ -19,7 +19,9 @@ ENDPOINT = "ep-quiet-lake-a1b2c3d4"
 DIRECT = f"{ENDPOINT}.{DOMAIN}"
 POOLED = f"{ENDPOINT}-pooler.{DOMAIN}"
 TYPO = f"ep-quiet-lake-a1b2c3d5.{DOMAIN}"  # a typo in the endpoint id: resolves, unknown to Neon
-NAMES = (DIRECT, POOLED, TYPO)
+REPLICA_ENDPOINT = "ep-still-pond-e5f6a7b8"  # a read replica's endpoint (its own compute)
+REPLICA = f"{REPLICA_ENDPOINT}.{DOMAIN}"
+NAMES = (DIRECT, POOLED, TYPO, REPLICA)
 
 HOSTS_FILE = Path("/etc/hosts")
 BEGIN = "# BEGIN tortoise-neon-quickstart tests: Neon-shaped names for the local proxy"

@@ -32,7 +32,7 @@ Faithful to Neon:
 Simplified:
 - The control plane is the ``endpoints`` dict; the proxy knows the role passwords (Neon's gets
   SCRAM secrets and reuses the client's keys). Every endpoint shares one compute (and one
-  pooler, when given).
+  pooler, when given), except an endpoint given its own (``Endpoint.compute``: a read replica).
 - Only SCRAM-SHA-256 is offered (Neon also offers SCRAM-SHA-256-PLUS, which asyncpg cannot do).
   The compute's own BackendKeyData reaches the client (Neon sends its own), so a CancelRequest
   is passed on as it is. No websockets, IP allow lists, proxy protocol, or retries of its own.
@@ -94,6 +94,7 @@ class Endpoint:
     suspended: bool = False  # scaled to zero: the next connection waits for wake_delay
     suspend_after: float | None = None  # suspend N s after a connection's next query (0: at it)
     attempts: int = 0  # connections that asked for this endpoint
+    compute: Target | None = None  # its own compute (a read replica's), else the proxy's
     sessions: set[Session] = field(default_factory=set)
 
     def failure_now(self) -> str | None:
@@ -422,7 +423,7 @@ class NeonProxy:
         if failure:
             raise Refused(failure)
         pooled = endpoint_id.endswith("-pooler")
-        target = self.pooler if pooled and self.pooler else self.compute
+        target = endpoint.compute or (self.pooler if pooled and self.pooler else self.compute)
         kept = [o for o in re.split(r"(?<!\\)\s+", options) if o and not re.match(
             r"(endpoint|project)=|neon_\w+:", o)]
         forwarded: dict[str, str] = {

@@ -287,8 +287,12 @@ def _readable_bindir(build: Build, workdir: Path) -> Path:
     return workdir / "install" / build.bindir.name
 
 
-def start_postgres(build: Build) -> PostgresServer:
-    """initdb a throwaway cluster and start it; the caller stops it and removes ``workdir``."""
+def start_postgres(build: Build, *, max_connections: int = 200) -> PostgresServer:
+    """initdb a throwaway cluster and start it; the caller stops it and removes ``workdir``.
+
+    ``max_connections``: 3 of them are the superuser's (``superuser_reserved_connections``), the
+    rest are for the app's role, an ordinary one (``max_connections=10``: 7 slots, as a Neon
+    compute of 0.25 CU keeps 7 of its 104 for itself)."""
     workdir = Path(tempfile.mkdtemp(prefix="quickstart-pg-"))
     workdir.chmod(0o755)
     ca = cert = key = None
@@ -311,7 +315,7 @@ def start_postgres(build: Build) -> PostgresServer:
         f"port = {server.port}",
         f"unix_socket_directories = '{workdir / 'sockets'}'",
         "password_encryption = 'scram-sha-256'",
-        "max_connections = 200",
+        f"max_connections = {max_connections}",
         "fsync = off",
         "synchronous_commit = off",
         "full_page_writes = off",
@@ -324,11 +328,46 @@ def start_postgres(build: Build) -> PostgresServer:
         conf.write("\n".join(settings) + "\n")
     (server.datadir / "pg_hba.conf").write_text(
         "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n"
+        "host replication all 127.0.0.1/32 scram-sha-256\n"  # for start_standby
     )
     _chown(workdir)
     server.start()
     admin_execute(server, f"CREATE ROLE {APP_USER} LOGIN CREATEDB PASSWORD '{APP_PASSWORD}'")
     return server
+
+
+def start_standby(primary: PostgresServer, *, apply_delay: str = "2s") -> PostgresServer:
+    """A hot standby of ``primary``, as a read replica is one: ``pg_basebackup -R -X stream``,
+    streaming from it, read-only, and replaying each transaction ``apply_delay`` after it
+    committed (``recovery_min_apply_delay``), so that it lags behind on purpose. Same TLS, same
+    roles and passwords; the caller removes it (``remove``) before the primary."""
+    workdir = Path(tempfile.mkdtemp(prefix="quickstart-standby-"))
+    workdir.chmod(0o755)
+    standby = PostgresServer(primary.build, primary.bindir, workdir, free_port(),
+                             primary.ca_path, primary.cert_path, primary.key_path)
+    (workdir / "sockets").mkdir()
+    _chown(workdir)
+    source = (f"host={primary.host} port={primary.port} user={SUPERUSER} "
+              f"password={SUPER_PASSWORD} sslmode=disable")
+    subprocess.run(
+        [*_run_as(), str(standby.bindir / "pg_basebackup"), "-d", source, "-D",
+         str(standby.datadir), "-R", "-X", "stream", "-c", "fast"],
+        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=300,
+    )
+    # -R wrote standby.signal and primary_conninfo; the latter again, without the options that
+    # a libpq older than pg_basebackup's cannot read (sslnegotiation, from PostgreSQL 18's).
+    auto = standby.datadir / "postgresql.auto.conf"
+    kept = [line for line in auto.read_text().splitlines()
+            if not line.startswith("primary_conninfo")]
+    auto.write_text("\n".join([*kept, f"primary_conninfo = '{source}'"]) + "\n")
+    with open(standby.datadir / "postgresql.conf", "a") as conf:  # later lines win
+        conf.write(f"port = {standby.port}\n"
+                   f"unix_socket_directories = '{workdir / 'sockets'}'\n"
+                   "hot_standby = on\n"
+                   f"recovery_min_apply_delay = '{apply_delay}'\n")
+    _chown(workdir)
+    standby.start()
+    return standby
 
 
 def remove(server: PostgresServer) -> None:
