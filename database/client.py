@@ -23,9 +23,16 @@ import logging
 from contextvars import ContextVar
 from typing import Any
 
-from database.errors import DatabaseError, explain_error, used_a_closed_connection
-from database.replicas import Behind, Reads, Replica, ReplicaConnection, Replicas, cookie_key, \
-    is_locking
+from database.errors import LOST, DatabaseError, explain_error, used_a_closed_connection
+from database.replicas import (
+    Behind,
+    Reads,
+    Replica,
+    ReplicaConnection,
+    Replicas,
+    cookie_key,
+    is_locking,
+)
 
 import asyncpg
 from tortoise.backends.asyncpg.client import AsyncpgDBClient, TransactionWrapper
@@ -42,15 +49,6 @@ log = logging.getLogger(__name__)
 
 READ_ATTEMPTS = 3  # a read, on a new connection each time the one it had was lost
 
-# The connection went away: a compute that was suspended or restarted, a pooler that went.
-LOST = (
-    asyncpg.ConnectionDoesNotExistError,  # "connection was closed in the middle of operation"
-    asyncpg.PostgresConnectionError,  # SQLSTATE class 08 (a pooler's "server conn crashed?")
-    asyncpg.AdminShutdownError,  # 57P01: the compute shuts down
-    asyncpg.CrashShutdownError,
-    asyncpg.CannotConnectNowError,
-    ConnectionError,  # reset, broken pipe, aborted
-)
 # Prepared statements a pooler lost or mixed up, or a cached plan a migration made stale.
 STATEMENT_ERRORS = (
     asyncpg.InvalidSQLStatementNameError,  # 26000: prepared statement ... does not exist
@@ -181,6 +179,9 @@ ROUTED = {"execute_query", "execute_query_dict"}
 # Set while a read runs on a replica: the connection it acquires is the replica's.
 _replica_read: ContextVar[tuple[Replica, Reads] | None] = ContextVar("replica_read", default=None)
 _ON_PRIMARY = object()
+# What a read on a replica may meet; each sends it to the primary (a bug still raises).
+REPLICA_FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError,
+                    OSError, DatabaseError, asyncio.TimeoutError, *LOST)
 
 
 class Client(Resilient, AsyncpgDBClient):
@@ -233,7 +234,7 @@ class Client(Resilient, AsyncpgDBClient):
             return await func(self, *args, **kwargs)
         except Behind:
             return _ON_PRIMARY
-        except Exception as exc:
+        except REPLICA_FAILURES as exc:
             if isinstance(exc, (*LOST, DatabaseError, asyncio.TimeoutError, TimeoutError,
                                 asyncpg.InterfaceError)) or never_sent(exc):
                 target[0].failed(exc)

@@ -18,6 +18,7 @@ from database.errors import (
     explain_slots_full,
     failure_reason,
     is_direct_tls_failure,
+    is_slots_full,
     neon_failure,
 )
 from database.url_settings import REPLICA, DatabaseSettings
@@ -48,7 +49,7 @@ def is_not_ready(exc: BaseException, s: DatabaseSettings) -> bool:
     """True for connect errors that mean "not ready yet": worth waiting for."""
     if is_direct_tls_failure(exc, s):
         return False
-    if isinstance(exc, NOT_READY):
+    if isinstance(exc, NOT_READY) or is_slots_full(exc):
         return True
     neon = neon_failure(exc)  # Neon's proxy: a compute that did not wake, its rate limits
     if neon is not None:
@@ -103,7 +104,7 @@ class RetryingConnect:
                     raise DatabaseError(explain_connect_error(exc, s)) from exc
                 reason = failure_reason(exc)
                 give_up, limit = deadline, s.connect_deadline
-                if isinstance(exc, asyncpg.TooManyConnectionsError):  # 53300: no free slot
+                if is_slots_full(exc):  # 53300: no free slot
                     held = self.pool.get_size() if self.pool is not None else 0
                     if held:  # serve from the connections held: pool.py waits for one
                         from database.pool import SlotsFull
@@ -120,11 +121,10 @@ class RetryingConnect:
                     refused_since = None
                 remaining = give_up - time.monotonic()
                 if remaining <= 0.05:
-                    if isinstance(exc, asyncpg.TooManyConnectionsError):
+                    if is_slots_full(exc):
                         raise DatabaseError(explain_slots_full(exc, s, waited=limit)) from exc
                     raise DatabaseError(explain_gave_up(exc, s, attempt, limit)) from exc
-                if attempt == 1 and not replica and not isinstance(
-                        exc, asyncpg.TooManyConnectionsError):
+                if attempt == 1 and not replica and not is_slots_full(exc):
                     log.warning("Database at %s not ready (%s); retrying for up to %.0f s",
                                 s.address, reason, remaining)
                 wait = min(delay, 4.0, remaining) * random.uniform(0.5, 1.0)  # backoff, jitter

@@ -23,6 +23,16 @@ class DatabaseError(Exception):
     """A problem the user can fix; ``str()`` is the one line to print."""
 
 
+# A connection that went away: a compute that was suspended or restarted, a pooler that went.
+LOST = (
+    asyncpg.ConnectionDoesNotExistError,  # "connection was closed in the middle of operation"
+    asyncpg.PostgresConnectionError,  # SQLSTATE class 08 (a pooler's "server conn crashed?")
+    asyncpg.AdminShutdownError,  # 57P01: the compute shuts down
+    asyncpg.CrashShutdownError,
+    asyncpg.CannotConnectNowError,
+    ConnectionError,  # reset, broken pipe, aborted
+)
+
 # Errors that reach the top of a script as one line (anything else is a bug: traceback kept).
 USER_FACING = (DatabaseError, BaseORMException, asyncpg.PostgresError, asyncpg.InterfaceError,
                OSError, asyncio.TimeoutError)
@@ -110,6 +120,16 @@ def explain_gave_up(exc: BaseException, s: DatabaseSettings, attempts: int,
 
 
 WORKERS_DOC = "docs/replicas-and-workers.md"
+# A compute out of connection slots: SQLSTATE 53300, or through Neon's proxy, which re-sends the
+# compute's errors as XX000 with the message text only.
+SLOTS_FULL = re.compile(r"remaining connection slots are reserved|(sorry, )?too many clients "
+                        r"already")
+
+
+def is_slots_full(exc: BaseException) -> bool:
+    """The compute has no free connection slot (53300), directly or through Neon's proxy."""
+    return isinstance(exc, asyncpg.TooManyConnectionsError) or (
+        isinstance(exc, asyncpg.InternalServerError) and bool(SLOTS_FULL.match(str(exc))))
 
 
 def explain_slots_full(exc: BaseException, s: DatabaseSettings, *, held: int = 0,
@@ -119,7 +139,7 @@ def explain_slots_full(exc: BaseException, s: DatabaseSettings, *, held: int = 0
     reason = f"{s.variable} at {s.host}: {str(exc).splitlines()[0]}"
     fix = ("lower pool_size in " + s.variable if s.pooled else
            "use the pooled connection string (the -pooler host), or lower pool_size in "
-           + s.variable) + f" so that processes x pool_size fits the compute's max_connections "
+           + s.variable) + " so that processes x pool_size fits the compute's max_connections "
     fix += f"(see {WORKERS_DOC})"
     if held:
         return (f"The database has no free connection slot ({reason}): this process goes on "

@@ -33,7 +33,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from database.errors import DatabaseError, failure_reason
+from database.errors import LOST, DatabaseError, failure_reason
 from database.pool import SlotAwarePool, create_pool
 
 import asyncpg
@@ -126,7 +126,8 @@ class Replica:
                     min_size=c.pop("minsize"), max_size=c.pop("maxsize"), **c)
             async with self.pool.acquire():
                 pass  # one connection, kept in the pool: reads use it from now on
-        except Exception as exc:
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, DatabaseError,
+                asyncio.TimeoutError) as exc:
             self.failed(exc)
         finally:
             self.opening = None
@@ -154,7 +155,8 @@ class Replica:
 
 
 class Behind(Exception):
-    """The replica has not replayed the client's last write yet: read from the primary."""
+    """Not this read, not now: the replica has not replayed the client's last write yet, or
+    every connection of its pool stayed busy for ACQUIRE_WAIT seconds. Read from the primary."""
 
 
 class ReplicaConnection:
@@ -166,8 +168,14 @@ class ReplicaConnection:
         self.connection: Any = None
 
     async def __aenter__(self) -> Any:
-        assert self.replica.pool is not None
-        self.connection = await asyncio.wait_for(self.replica.pool.acquire(), ACQUIRE_WAIT)
+        pool = self.replica.pool
+        assert pool is not None
+        try:
+            self.connection = await asyncio.wait_for(pool.acquire(), ACQUIRE_WAIT)
+        except (TimeoutError, asyncio.TimeoutError):
+            if pool.get_size():  # busy, not down: this read goes to the primary
+                raise Behind from None
+            raise
         reads = self.reads
         if reads.must_see is not None and reads.caught_up is None:
             reads.caught_up = bool(await self.connection.fetchval(CAUGHT_UP, reads.must_see))
@@ -182,8 +190,6 @@ class ReplicaConnection:
         return self.connection
 
     async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
-        from database.client import LOST
-
         if isinstance(exc, LOST) and self.connection is not None:
             self.connection.terminate()
         await self._release()
@@ -297,10 +303,11 @@ class ReadYourWrites:
 
 def _replicas_in_use() -> Replicas | None:
     from tortoise import connections
+    from tortoise.exceptions import BaseORMException
 
     try:
         client = connections.get("default")
-    except Exception:  # not initialised (SQLite apps and others have no replicas either)
+    except (BaseORMException, RuntimeError, KeyError):  # not initialised: no replicas either
         return None
     return getattr(client, "replicas", None)
 

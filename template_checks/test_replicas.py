@@ -1,7 +1,10 @@
-"""The demo as it ships, unchanged, with DATABASE_URL_REPLICA pointing at a real hot standby of
-the test server that replays 2 s behind it: main.py, transactions.py and app.py read their own
-writes; clients that wrote nothing read from the replica; with the standby stopped, every GET
-is 200."""
+"""The demo as it ships, unchanged, grown past one process and one compute.
+
+With DATABASE_URL_REPLICA pointing at a real hot standby of the test server that replays 2 s
+behind it: main.py, transactions.py and app.py read their own writes; clients that wrote nothing
+read from the replica; with the standby stopped, every GET is 200. On a server with 7 slots for
+the app's role: ``uvicorn app:app --workers 3`` under 24 clients fails no request, and main.py
+with every slot taken says the cause and the fix."""
 
 from __future__ import annotations
 
@@ -9,8 +12,14 @@ from pathlib import Path
 
 from database import replicas
 from database.testing import servers
-from database.testing.apps import app_running, create_tables
-from database.testing.fixtures import Postgres, replayed, run_script, script_env
+from database.testing.apps import (
+    app_running,
+    create_tables,
+    every_slot_taken,
+    fresh_database,
+    three_workers_on_seven_slots,
+)
+from database.testing.fixtures import Postgres, error_line, replayed, run_script, script_env
 
 import httpx
 
@@ -67,3 +76,16 @@ def test_the_app_post_then_get_by_the_same_client_10_times_out_of_10(
     output = log.read_text()
     assert "Traceback" not in output and servers.APP_PASSWORD not in output
     assert sum("Read replica" in line for line in output.splitlines()) == 1, output
+
+
+def test_app_with_three_workers_on_seven_slots(few_slots: Postgres, tmp_path: Path) -> None:
+    three_workers_on_seven_slots(few_slots, tmp_path, "/users")
+
+
+def test_main_with_every_slot_taken_says_the_cause_and_the_fix(few_slots: Postgres) -> None:
+    assert few_slots.server is not None
+    url = few_slots.url(fresh_database(few_slots.server))
+    result, _ = every_slot_taken(few_slots, url, "main.py")
+    line = error_line(result, written="Inserted")
+    assert line.startswith("Error: The database had no free connection slot for 5 s"), line
+    assert "use the pooled connection string (the -pooler host), or lower pool_size" in line

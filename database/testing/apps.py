@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import collections
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import database
+from database.testing import servers
 from database.testing.fixtures import (
     Postgres,
     project,
     project_app,
     project_config,
     run,
+    run_script,
     script_env,
 )
+from database.testing.load import steady
+from database.testing.proxy import ProxyThread
 from database.testing.servers import APP_PASSWORD, free_port
 
 import httpx
@@ -109,3 +116,49 @@ def startup_failure(env: dict[str, str], log: Path) -> list[str]:
     assert "Traceback" not in output and APP_PASSWORD not in output, output
     assert "Application startup failed. Exiting." in output
     return [line for line in output.splitlines() if line.startswith("ERROR:")]
+
+
+def three_workers_on_seven_slots(few_slots: Postgres, tmp_path: Path, resource: str) -> None:
+    """The project's app under ``uvicorn --workers 3`` (a pool of 5 each: 15 connections
+    wanted) on 7 slots, 24 clients for 6 s: no 500, no traceback, none slower than 10 s, and
+    the log names the cause and the fix. The app reaches the server through a proxy that adds
+    20 ms to each round trip, as a network between an app and Neon does: requests overlap, so
+    each worker wants its whole pool."""
+    assert few_slots.server is not None
+    server = few_slots.server
+    name = fresh_database(server)
+    create_tables(few_slots, few_slots.url(name))
+    log = tmp_path / "uvicorn.log"
+    with ProxyThread(server.host, server.port, delay_ms=20) as proxy:
+        url = few_slots.url(name, port=proxy.port)
+        with app_running(script_env(few_slots, url), log, workers=3) as api:
+            results = steady(str(api.base_url), resource, clients=24, seconds=6)
+    answers = collections.Counter(answer for answer, _ in results)
+    slowest = max(seconds for _, seconds in results)
+    print(f"3 workers, 7 slots, 24 clients, 6 s: {dict(answers)}; slowest {slowest:.2f} s")
+    output = log.read_text()
+    assert set(answers) <= {"200", "201", "503"}, (answers, output)
+    assert slowest < 10, slowest
+    assert "Traceback" not in output, output
+    full = [line for line in output.splitlines() if "no free connection slot" in line]
+    assert full, "the compute was never full: the test proves nothing"
+    assert all("use the pooled connection string (the -pooler host), or lower pool_size in "
+               "DATABASE_URL" in line for line in full), full
+    assert not any("check that the host and port" in line for line in output.splitlines())
+
+
+def fresh_database(server: servers.PostgresServer) -> str:
+    name = f"slots_{uuid.uuid4().hex[:10]}"
+    servers.admin_execute(server, f"CREATE DATABASE {name} OWNER {servers.APP_USER}")
+    return name
+
+
+def every_slot_taken(few_slots: Postgres, url: str, *script: str) -> tuple[Any, float]:
+    """Run the script with every slot of the app's role taken: its result, and how long."""
+    assert few_slots.server is not None
+    database_name = url.rpartition("/")[2].partition("?")[0]
+    with servers.every_slot_taken(few_slots.server, database_name) as taken:
+        assert taken == 7  # the app's role has 7
+        began = time.monotonic()
+        result = run_script(*script, env=script_env(few_slots, url), cwd=project())
+        return result, time.monotonic() - began

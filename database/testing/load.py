@@ -72,3 +72,34 @@ def burst(api: httpx.Client, resource: str, clients: int = 8, each: int = 10
     for thread in threads:
         thread.join(120)
     return statuses
+
+
+def steady(base: str, resource: str, clients: int = 24, seconds: float = 6.0
+           ) -> list[tuple[str, float]]:
+    """``clients`` clients, each sending GETs and, one request in three, a POST to
+    ``resource`` for ``seconds``: each answer (its status, or the client's error when there
+    was none) and how long it took."""
+    results: list[tuple[str, float]] = []
+    stop = time.monotonic() + seconds
+
+    def client(number: int) -> None:
+        with httpx.Client(base_url=base, timeout=60) as own:
+            i = 0
+            while time.monotonic() < stop:
+                began = time.monotonic()
+                try:
+                    if i % 3:
+                        answer = str(own.get(resource).status_code)
+                    else:
+                        answer = str(own.post(resource, json={"name": f"c{number}"}).status_code)
+                except httpx.HTTPError as exc:
+                    answer = f"{type(exc).__name__}: {exc}"
+                results.append((answer, time.monotonic() - began))
+                i += 1
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(seconds + 120)
+    return results

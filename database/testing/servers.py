@@ -22,7 +22,10 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -429,6 +432,40 @@ def admin_execute(target: Target, sql: str, database: str | None = None) -> None
             await conn.close()
 
     asyncio.run(go())
+
+
+@contextmanager
+def every_slot_taken(server: PostgresServer, database: str) -> Iterator[int]:
+    """Connections as the app's role until the server refuses one (53300), held open on a
+    thread of their own while the block runs: how many were taken."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    async def take() -> list[asyncpg.Connection]:
+        held = []
+        while True:
+            try:
+                held.append(await asyncpg.connect(
+                    host=server.host, port=server.port, user=APP_USER, password=APP_PASSWORD,
+                    database=database, ssl=False))
+            except asyncpg.TooManyConnectionsError:
+                return held
+
+    async def close(held: list[asyncpg.Connection]) -> None:
+        for connection in held:
+            await connection.close()
+
+    try:
+        held = asyncio.run_coroutine_threadsafe(take(), loop).result(60)
+        try:
+            yield len(held)
+        finally:
+            asyncio.run_coroutine_threadsafe(close(held), loop).result(60)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
 
 
 # PgBouncer 1.21+ keeps prepared statements in transaction mode (max_prepared_statements), as

@@ -157,3 +157,22 @@ def test_asyncpg_says_a_server_refused_tls_as_connecting_py_reads_it() -> None:
     assert "rejected SSL upgrade" in str(refused), repr(refused)
     settings = database.parse_database_url(f"postgresql://u:p@127.0.0.1:{port}/d?sslmode=require")
     assert not is_not_ready(refused, settings)
+
+
+def test_asyncpg_pool_internals_as_pool_py_uses_them() -> None:
+    from database.pool import SlotAwarePool
+
+    from asyncpg.pool import Pool, PoolConnectionHolder
+
+    assert list(inspect.signature(Pool._acquire).parameters) == ["self", "timeout"], \
+        "asyncpg's Pool._acquire(timeout) changed: database/pool.py overrides it"
+    assert "timeout" in inspect.signature(Pool.release).parameters
+    assert "_queue" in Pool.__slots__, "asyncpg's Pool keeps no _queue: database/pool.py reads it"
+    assert isinstance(asyncio.LifoQueue()._queue, list)  # type: ignore[attr-defined]
+    assert callable(PoolConnectionHolder.is_connected)
+    assert issubclass(SlotAwarePool, Pool)
+    assert "create_pool" in vars(AsyncpgDBClient), \
+        "Tortoise's AsyncpgDBClient.create_pool is gone: database/client.py overrides it"
+    client = Client(user="u", password="p", database="d", host="h", port=5432,
+                    replicas=[], connection_name="default")
+    assert "replicas" not in client.extra and client.replicas is None

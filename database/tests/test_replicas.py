@@ -6,28 +6,38 @@ behind costs no request."""
 from __future__ import annotations
 
 import asyncio
-import collections
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import database
 from database import replicas
 from database.testing import hostnames, servers
-from database.testing.apps import app_running, create_tables
+from database.testing.apps import (
+    app_running,
+    create_tables,
+    every_slot_taken,
+    fresh_database,
+    three_workers_on_seven_slots,
+)
 from database.testing.fixtures import (
     Postgres,
+    edit_url,
     error_line,
     migrate_database,
-    replayed,
+    missing,
     project,
     project_config,
+    replayed,
     run,
     run_script,
     script_env,
 )
-from database.testing.neon_proxy import Endpoint, NeonProxy, Target
+from database.testing.neon_proxy import Endpoint, NeonProxy, Target, in_front_of
 from database.tests.project.members import Member
 
 import httpx
@@ -100,15 +110,26 @@ async def in_new_request(coro_fn, reads: replicas.Reads | None = None):  # type:
     return await asyncio.get_running_loop().create_task(request())
 
 
-async def replica_ready() -> None:
-    """The first read opens the replica's connection in the background (on the primary
-    meanwhile): wait until it is open."""
-    replica = connections.get("default").replicas.replicas[0]
-    for _ in range(300):
-        if replica.usable():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("the replica's connection did not open in 15 s")
+@contextlib.asynccontextmanager
+async def routing(pg: Postgres, db_url: str, replica_url: str,
+                  standby: servers.PostgresServer) -> AsyncIterator[Any]:
+    """Tortoise in this process with the replica, its connection open (the first read opens it
+    in the background, on the primary meanwhile); the client. The standby's replay is paused
+    and resumed by the test; resumed at the end in any case."""
+    await tortoise_with_replica(pg, db_url, replica_url)
+    client = connections.get("default")
+    try:
+        await in_new_request(Member.all().count)
+        for _ in range(300):
+            if client.replicas.replicas[0].usable():
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the replica's connection did not open in 15 s")
+        yield client
+    finally:
+        await asyncio.to_thread(resume, standby)
+        await Tortoise.close_connections()
 
 
 def test_reads_go_to_the_replica_writes_and_what_follows_them_to_the_primary(
@@ -119,11 +140,7 @@ def test_reads_go_to_the_replica_writes_and_what_follows_them_to_the_primary(
     pause(standby)
 
     async def go() -> None:
-        await tortoise_with_replica(pg, db_url, replica_url)
-        client = connections.get("default")
-        try:
-            assert await in_new_request(Member.all().count) == 0
-            await replica_ready()
+        async with routing(pg, db_url, replica_url, standby) as client:
             await Member.create(name="Ada")  # this task wrote: its reads go to the primary
             assert await Member.all().count() == 1
             before = dict(replicas.served(client))
@@ -139,9 +156,6 @@ def test_reads_go_to_the_replica_writes_and_what_follows_them_to_the_primary(
                     return len(await Member.all().select_for_update())
 
             assert await in_new_request(locked) == 1
-        finally:
-            await asyncio.to_thread(resume, standby)
-            await Tortoise.close_connections()
 
     run(go())
 
@@ -153,11 +167,7 @@ def test_a_client_behind_its_own_write_reads_from_the_primary_until_the_replica_
     replayed(pg, standby)
 
     async def go() -> None:
-        await tortoise_with_replica(pg, db_url, replica_url)
-        client = connections.get("default")
-        try:
-            await in_new_request(Member.all().count)
-            await replica_ready()
+        async with routing(pg, db_url, replica_url, standby) as client:
             await asyncio.to_thread(pause, standby)
             await Member.create(name="Ada")
             async with client.acquire_connection() as connection:
@@ -194,9 +204,6 @@ def test_a_client_behind_its_own_write_reads_from_the_primary_until_the_replica_
                     break
                 await asyncio.sleep(0.1)
             assert again.caught_up is True
-        finally:
-            await asyncio.to_thread(resume, standby)
-            await Tortoise.close_connections()
 
     run(go())
 
@@ -306,104 +313,30 @@ def test_a_replica_endpoint_through_neon_proxy(
 
 def test_three_workers_on_seven_slots_never_fail_a_request(
         few_slots: Postgres, tmp_path: Path) -> None:
-    assert few_slots.server is not None
-    name = f"workers_{int(time.time() * 1000)}"
-    servers.admin_execute(few_slots.server, f"CREATE DATABASE {name} OWNER {servers.APP_USER}")
-    url = few_slots.url(name)
-    create_tables(few_slots, url)
-    log = tmp_path / "uvicorn.log"
-    with app_running(script_env(few_slots, url), log, workers=3) as api:
-        results = load(str(api.base_url), clients=24, seconds=6)
-    statuses = sorted({status for status, _ in results})
-    slowest = max(seconds for _, seconds in results)
-    output = log.read_text()
-    counted = collections.Counter(status for status, _ in results)
-    print(f"3 workers, 7 slots, 24 clients, 6 s: {dict(counted)}; slowest {slowest:.2f} s")
-    assert 500 not in statuses and 0 not in statuses, (statuses, output)
-    assert slowest < 10, slowest
-    assert "Traceback" not in output, output
-    full = [line for line in output.splitlines() if "no free connection slot" in line]
-    assert full, "the compute was never full: the test proves nothing"
-    assert all("use the pooled connection string (the -pooler host), or lower pool_size in "
-               "DATABASE_URL" in line for line in full), full
-    assert not any("check that the host and port" in line for line in output.splitlines())
+    three_workers_on_seven_slots(few_slots, tmp_path, "/members")
 
 
-def load(base: str, clients: int, seconds: float) -> list[tuple[int, float]]:
-    """``clients`` threads, each sending GETs and POSTs for ``seconds``: (status, seconds)."""
-    import threading
-
-    results: list[tuple[int, float]] = []
-    stop = time.monotonic() + seconds
-
-    def client(n: int) -> None:
-        with httpx.Client(base_url=base, timeout=30) as own:
-            i = 0
-            while time.monotonic() < stop:
-                began = time.monotonic()
-                try:
-                    if i % 3:
-                        status = own.get("/members").status_code
-                    else:
-                        status = own.post("/members", json={"name": f"c{n}"}).status_code
-                except httpx.HTTPError:
-                    status = 0
-                results.append((status, time.monotonic() - began))
-                i += 1
-
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    return results
-
-
+@pytest.mark.parametrize("through", ["direct", "neon-proxy"])
 def test_a_script_with_every_slot_taken_names_the_cause_and_the_fix(
-        few_slots: Postgres, tmp_path: Path) -> None:
-    assert few_slots.server is not None
-    name = f"slots_{int(time.time() * 1000)}"
-    servers.admin_execute(few_slots.server, f"CREATE DATABASE {name} OWNER {servers.APP_USER}")
-    url = few_slots.url(name)
-    settings = database.parse_database_url(url)
-
-    async def hold_every_slot() -> list[object]:
-        import asyncpg
-
-        held = []
-        while True:
-            try:
-                held.append(await asyncpg.connect(
-                    host=settings.host, port=settings.port, user=settings.user,
-                    password=settings.password, database=name, ssl=False
-                    if not few_slots.tls else database.ssl_option(_trusting(settings, few_slots))))
-            except asyncpg.TooManyConnectionsError:
-                return held
-
-    async def go() -> None:
-        held = await hold_every_slot()
-        try:
-            assert len(held) == 7  # the app's role has 7
-            began = time.monotonic()
-            result = await asyncio.to_thread(
-                run_script, "members.py", "--name", "Ada", env=script_env(few_slots, url),
-                cwd=project())
-            took = time.monotonic() - began
-        finally:
-            for connection in held:
-                await connection.close()  # type: ignore[attr-defined]
-        line = error_line(result)
-        assert line.startswith("Error: The database had no free connection slot for 5 s "
-                               "(DATABASE_URL at 127.0.0.1: "), line
-        assert "close connections other programs hold, or use the pooled connection string " \
-               "(the -pooler host), or lower pool_size in DATABASE_URL" in line
-        assert "host and port" not in line
-        assert took < 25, took
-
-    run(go())
-
-
-def _trusting(settings: database.DatabaseSettings, pg: Postgres) -> database.DatabaseSettings:
-    assert pg.server is not None and pg.server.ca_path is not None
-    settings.sslrootcert = str(pg.server.ca_path)
-    return settings
+        through: str, few_slots: Postgres, tmp_path: Path) -> None:
+    """Neon's proxy re-sends the compute's 53300 as XX000 with the text only: the same line."""
+    server = few_slots.server
+    assert server is not None
+    with contextlib.ExitStack() as stack:
+        url = few_slots.url(fresh_database(server))
+        if through == "neon-proxy":
+            reason = hostnames.ensure()
+            if reason:
+                missing(reason)
+            proxy = stack.enter_context(in_front_of(server, tmp_path))
+            url = edit_url(url, host=hostnames.DIRECT, port=proxy.port)
+        result, took = every_slot_taken(few_slots, url, "members.py", "--name", "Ada")
+    line = error_line(result)
+    host = hostnames.DIRECT if through == "neon-proxy" else "127.0.0.1"
+    assert line.startswith("Error: The database had no free connection slot for 5 s "
+                           f"(DATABASE_URL at {host}: "), line
+    assert "remaining connection slots are reserved" in line
+    assert ("close connections other programs hold, or use the pooled connection string (the "
+            "-pooler host), or lower pool_size in DATABASE_URL") in line
+    assert "host and port" not in line
+    assert took < 25, took
