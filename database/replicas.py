@@ -102,6 +102,7 @@ class Replica:
         self.down_until = 0.0  # time.monotonic(): left alone until then
         self.opening: asyncio.Task[None] | None = None
         self.expiring: asyncio.Task[None] | None = None
+        self.said_down = False  # the log said it is not used, and has not said it is back
 
     @property
     def name(self) -> str:
@@ -113,6 +114,7 @@ class Replica:
         if time.monotonic() < self.down_until:
             return False
         if self.pool is not None and self.pool.get_size():
+            self._back()
             return True
         if self.opening is None:
             self.opening = asyncio.get_running_loop().create_task(self._open())
@@ -126,19 +128,25 @@ class Replica:
                     min_size=c.pop("minsize"), max_size=c.pop("maxsize"), **c)
             async with self.pool.acquire():
                 pass  # one connection, kept in the pool: reads use it from now on
+            self._back()
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, DatabaseError,
                 asyncio.TimeoutError) as exc:
             self.failed(exc)
         finally:
             self.opening = None
 
+    def _back(self) -> None:
+        if self.said_down:
+            self.said_down = False
+            log.warning("Read replica %s is back: reads go to it again", self.name)
+
     def failed(self, exc: BaseException, why: str | None = None) -> None:
-        """Leave the replica alone for RETRY_AFTER seconds: one log line."""
-        already = time.monotonic() < self.down_until
+        """Leave the replica alone for RETRY_AFTER seconds; one log line until it is back."""
         self.down_until = time.monotonic() + RETRY_AFTER
         if self.pool is not None and why is None:  # its connections may be gone too
             self.expiring = asyncio.get_running_loop().create_task(self.pool.expire_connections())
-        if not already:
+        if not self.said_down:
+            self.said_down = True
             reason = why or (str(exc) if isinstance(exc, DatabaseError) else failure_reason(exc))
             log.warning("Read replica %s not used (%s): reads go to the primary; trying it "
                         "again in %.0f s", self.name, reason, RETRY_AFTER)

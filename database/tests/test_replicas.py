@@ -204,6 +204,8 @@ def test_a_client_behind_its_own_write_reads_from_the_primary_until_the_replica_
                     break
                 await asyncio.sleep(0.1)
             assert again.caught_up is True
+            back = [r.getMessage() for r in caplog.records if "is back" in r.getMessage()]
+            assert back == [f"Read replica {standby.host} is back: reads go to it again"]
 
     run(go())
 
@@ -340,3 +342,32 @@ def test_a_script_with_every_slot_taken_names_the_cause_and_the_fix(
             "-pooler host), or lower pool_size in DATABASE_URL") in line
     assert "host and port" not in line
     assert took < 25, took
+
+
+def test_a_request_with_no_connection_and_no_free_slot_answers_503(
+        few_slots: Postgres, tmp_path: Path) -> None:
+    """The app's connection is gone (a restart ended it) and others took every slot: the
+    request waits 5 s for one, then 503 with Retry-After; the log names the cause and the fix."""
+    server = few_slots.server
+    assert server is not None
+    name = fresh_database(server)
+    url = few_slots.url(name)
+    create_tables(few_slots, url)
+    log = tmp_path / "uvicorn.log"
+    with app_running(script_env(few_slots, url), log) as api:
+        assert api.get("/members").status_code == 200
+        servers.admin_execute(server, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                      f"WHERE datname = '{name}'")
+        with servers.every_slot_taken(server, name) as taken:
+            assert taken == 7
+            began = time.monotonic()
+            response = api.get("/members")
+            took = time.monotonic() - began
+        assert response.status_code == 503, response.text
+        assert response.headers["Retry-After"] == "2"
+        assert 4 < took < 10, took
+        assert api.get("/members").status_code == 200  # slots free again
+    lines = [line for line in log.read_text().splitlines() if line.startswith("ERROR:")]
+    assert len(lines) == 1, lines
+    assert "Error: The database had no free connection slot for 5 s" in lines[0]
+    assert "or lower pool_size in DATABASE_URL" in lines[0]
