@@ -24,6 +24,7 @@ def load_database_url(env_file: str | None = None, name: str = "DATABASE_URL") -
     ``.env`` is python-dotenv's: beside the scripts or in a folder above them.
     """
     env_file = env_file or (find_dotenv() if READ_ENV_FILE else "")
+    preset = name in os.environ  # set by the environment itself, not by .env below
     if env_file:
         try:
             load_dotenv(env_file, encoding="utf-8-sig")  # -sig: the byte order mark some editors add
@@ -33,6 +34,9 @@ def load_database_url(env_file: str | None = None, name: str = "DATABASE_URL") -
             raise DatabaseError(f"{env_file} has a line that cannot be an environment variable "
                                 f"({exc}): fix or remove that line") from None
     value = os.environ.get(name, "").strip()
+    if not value and name in os.environ and not preset:  # `DATABASE_URL=` in .env: as if the
+        del os.environ[name]  # line were not there (.env.example says to leave it empty)
+        return None
     if not value and name in os.environ:  # set, but empty: `export DATABASE_URL=` somewhere
         if env_file:  # load_dotenv never overrides a set variable: .env fills it here
             value = (dotenv_values(env_file, encoding="utf-8-sig").get(name) or "").strip()

@@ -13,10 +13,10 @@ from pathlib import Path
 from database import replicas
 from database.testing import servers
 from database.testing.apps import (
+    app_database,
     app_running,
     create_tables,
     every_slot_taken,
-    fresh_database,
     three_workers_on_seven_slots,
 )
 from database.testing.fixtures import Postgres, error_line, replayed, run_script, script_env
@@ -84,7 +84,7 @@ def test_app_with_three_workers_on_seven_slots(few_slots: Postgres, tmp_path: Pa
 
 def test_main_with_every_slot_taken_says_the_cause_and_the_fix(few_slots: Postgres) -> None:
     assert few_slots.server is not None
-    url = few_slots.url(fresh_database(few_slots.server))
+    url = few_slots.url(app_database(few_slots.server))
     result, _ = every_slot_taken(few_slots, url, "main.py")
     line = error_line(result, written="Inserted")
     assert line.startswith("Error: The database had no free connection slot for 5 s"), line

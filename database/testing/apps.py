@@ -126,7 +126,7 @@ def three_workers_on_seven_slots(few_slots: Postgres, tmp_path: Path, resource: 
     each worker wants its whole pool."""
     assert few_slots.server is not None
     server = few_slots.server
-    name = fresh_database(server)
+    name = app_database(server)
     create_tables(few_slots, few_slots.url(name))
     log = tmp_path / "uvicorn.log"
     with ProxyThread(server.host, server.port, delay_ms=20) as proxy:
@@ -147,7 +147,8 @@ def three_workers_on_seven_slots(few_slots: Postgres, tmp_path: Path, resource: 
     assert not any("check that the host and port" in line for line in output.splitlines())
 
 
-def fresh_database(server: servers.PostgresServer) -> str:
+def app_database(server: servers.PostgresServer) -> str:
+    """A new database on ``server`` owned by the app's role (kept until the server goes)."""
     name = f"slots_{uuid.uuid4().hex[:10]}"
     servers.admin_execute(server, f"CREATE DATABASE {name} OWNER {servers.APP_USER}")
     return name

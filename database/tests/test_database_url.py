@@ -339,3 +339,14 @@ def test_a_database_url_set_but_empty_is_never_a_silent_sqlite(
         load_database_url(str(env_file))
     monkeypatch.setenv("DATABASE_URL_UNPOOLED", "")  # the direct string falls back, as documented
     assert load_database_url(str(env_file), name="DATABASE_URL_UNPOOLED") is None
+
+
+def test_an_empty_line_in_env_is_as_if_it_were_not_there(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """.env.example says: leave DATABASE_URL empty for the SQLite demo."""
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    env_file = tmp_path / ".env"
+    env_file.write_text('DATABASE_URL=\nDATABASE_URL_REPLICA=""\n')
+    assert load_database_url(str(env_file)) is None
+    assert load_database_url(str(env_file)) is None  # and again: nothing left behind
+    assert load_database_url(str(env_file), name="DATABASE_URL_REPLICA") is None

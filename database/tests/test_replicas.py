@@ -18,10 +18,10 @@ import database
 from database import replicas
 from database.testing import hostnames, servers
 from database.testing.apps import (
+    app_database,
     app_running,
     create_tables,
     every_slot_taken,
-    fresh_database,
     three_workers_on_seven_slots,
 )
 from database.testing.fixtures import (
@@ -325,7 +325,7 @@ def test_a_script_with_every_slot_taken_names_the_cause_and_the_fix(
     server = few_slots.server
     assert server is not None
     with contextlib.ExitStack() as stack:
-        url = few_slots.url(fresh_database(server))
+        url = few_slots.url(app_database(server))
         if through == "neon-proxy":
             reason = hostnames.ensure()
             if reason:
@@ -350,7 +350,7 @@ def test_a_request_with_no_connection_and_no_free_slot_answers_503(
     request waits 5 s for one, then 503 with Retry-After; the log names the cause and the fix."""
     server = few_slots.server
     assert server is not None
-    name = fresh_database(server)
+    name = app_database(server)
     url = few_slots.url(name)
     create_tables(few_slots, url)
     log = tmp_path / "uvicorn.log"
