@@ -33,8 +33,10 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
+from database.connecting import is_not_ready
 from database.errors import LOST, DatabaseError, failure_reason
 from database.pool import SlotAwarePool, create_pool
+from database.url_settings import DatabaseSettings
 
 import asyncpg
 
@@ -147,7 +149,7 @@ class Replica:
             self.expiring = asyncio.get_running_loop().create_task(self.pool.expire_connections())
         if not self.said_down:
             self.said_down = True
-            reason = why or (str(exc) if isinstance(exc, DatabaseError) else failure_reason(exc))
+            reason = why or _reason(exc, self.settings)
             log.warning("Read replica %s not used (%s): reads go to the primary; trying it "
                         "again in %.0f s", self.name, reason, RETRY_AFTER)
 
@@ -160,6 +162,15 @@ class Replica:
             except (TimeoutError, asyncio.TimeoutError):
                 self.pool.terminate()
             self.pool = None
+
+
+def _reason(exc: BaseException, settings: DatabaseSettings) -> str:
+    """A few words for why the replica failed: what waiting could fix ("connection refused",
+    "timed out", 57P03) as it is; what the user must fix (a wrong password) as its line."""
+    cause = exc.__cause__ if isinstance(exc, DatabaseError) and exc.__cause__ else exc
+    if isinstance(exc, DatabaseError) and not is_not_ready(cause, settings):
+        return str(exc)
+    return failure_reason(cause)
 
 
 class Behind(Exception):

@@ -78,12 +78,15 @@ def steady(base: str, resource: str, clients: int = 24, seconds: float = 6.0
            ) -> list[tuple[str, float]]:
     """``clients`` clients, each sending GETs and, one request in three, a POST to
     ``resource`` for ``seconds``: each answer (its status, or the client's error when there
-    was none) and how long it took."""
+    was none) and how long it took. Each request on a new TCP connection, as from many
+    browsers: under ``uvicorn --workers N`` each is accepted by whichever worker is free, so
+    the load spreads over the workers (kept-alive connections could all land on one)."""
     results: list[tuple[str, float]] = []
     stop = time.monotonic() + seconds
 
     def client(number: int) -> None:
-        with httpx.Client(base_url=base, timeout=60) as own:
+        fresh = httpx.Limits(max_keepalive_connections=0)
+        with httpx.Client(base_url=base, timeout=60, limits=fresh) as own:
             i = 0
             while time.monotonic() < stop:
                 began = time.monotonic()

@@ -416,8 +416,17 @@ class ProxyThread:
         asyncio.run_coroutine_threadsafe(self.proxy.start(), self.loop).result(10)
         return self
 
+    async def _stop(self) -> None:
+        """Stop listening, and end the connections still open (an app's pool that was not
+        closed yet) while the loop runs, so that none is left to be finalised after it."""
+        await self.proxy.stop()
+        open_ones = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in open_ones:
+            task.cancel()
+        await asyncio.gather(*open_ones, return_exceptions=True)
+
     def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self.proxy.stop(), self.loop).result(10)
+        asyncio.run_coroutine_threadsafe(self._stop(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
         self.loop.close()

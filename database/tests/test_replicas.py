@@ -259,6 +259,7 @@ def test_the_app_reads_a_clients_own_writes_and_serves_others_from_the_replica(
     down = [line for line in output.splitlines() if "Read replica" in line]
     assert len(down) == 1, output
     assert f"Read replica {standby.host} not used (" in down[0]
+    assert "Could not connect" not in down[0]  # the cause in a few words: refused, shut down
     assert "reads go to the primary; trying it again in 30 s" in down[0]
 
 
