@@ -1,4 +1,4 @@
-"""An ASGI app under uvicorn, as the README runs it (``uvicorn app:app``), for the tests."""
+"""The project's ASGI app under uvicorn (``uvicorn APP``, as a user runs it), for the tests."""
 
 from __future__ import annotations
 

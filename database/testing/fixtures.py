@@ -59,7 +59,7 @@ def use_project(path: Path, app: str, **config: Any) -> None:
 
 
 def project_app() -> str:
-    """The project's ASGI app, as uvicorn names it: ``web:app``, ``app:app``."""
+    """The project's ASGI app, as uvicorn names it (``module:attribute``), from ``use_project``."""
     assert _app, "the suite's conftest.py must call use_project()"
     return _app[0]
 
