@@ -11,7 +11,7 @@ table) is one ``Error:`` line, as in the scripts.
 
 When the database is down or its compute restarts, the database package retries what is safe
 (a read, on a new connection) and the app answers 503 with ``Retry-After`` instead of a 500
-(``database.answer_503_when_down``): a POST whose connection was lost after it was sent says
+(``tortoise_neon.answer_503_when_down``): a POST whose connection was lost after it was sent says
 ``"may_have_been_saved": true``. ``/health`` is for the platform (it never wakes the database);
 ``/health/db`` checks the database.
 """
@@ -21,7 +21,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Annotated
 
-import database
+import tortoise_neon
 
 from fastapi import FastAPI, Query
 from pydantic import BaseModel, ConfigDict, field_validator
@@ -34,14 +34,14 @@ from main import User
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Connect with the database package's config, check the schema, close on shutdown.
-    async with RegisterTortoise(app, config=database.tortoise_config()):
-        await database.check_schema()
+    async with RegisterTortoise(app, config=tortoise_neon.tortoise_config()):
+        await tortoise_neon.check_schema()
         yield
 
 
 app = FastAPI(title="Neon + Tortoise ORM quickstart", lifespan=lifespan)
-app.add_middleware(database.OneLineStartupErrors)
-database.answer_503_when_down(app)
+app.add_middleware(tortoise_neon.OneLineStartupErrors)
+tortoise_neon.answer_503_when_down(app)
 
 
 class NewUser(BaseModel):

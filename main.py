@@ -6,7 +6,7 @@ the database package turns it into Tortoise's settings and handles what can go w
 
 import argparse
 
-import database
+import tortoise_neon
 
 from tortoise import fields
 from tortoise.expressions import RawSQL
@@ -34,7 +34,7 @@ def user_name(value: str) -> str:
 
 async def main(name: str) -> None:
     # Connect, create the table if needed; connections are closed when the block ends.
-    async with database.connect():
+    async with tortoise_neon.connect():
         user = await User.create(name=name)
         print(f"Inserted user #{user.id}: {user}")
 
@@ -54,4 +54,4 @@ async def main(name: str) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Insert a user into Neon and list the newest users.")
     parser.add_argument("--name", type=user_name, default="Neon User", help='default: "Neon User"')
-    database.run(main(parser.parse_args().name))
+    tortoise_neon.run(main(parser.parse_args().name))

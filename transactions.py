@@ -6,7 +6,7 @@ Run it with `python transactions.py`. It works on a fresh database: it creates t
 import argparse
 import uuid
 
-import database
+import tortoise_neon
 
 from tortoise.transactions import in_transaction
 
@@ -14,7 +14,7 @@ from main import User
 
 
 async def main() -> None:
-    async with database.connect():
+    async with tortoise_neon.connect():
         run = uuid.uuid4().hex[:8]  # tags this run's rows, so the counts below are exact
         alice, bob = f"Alice (run {run})", f"Bob (run {run})"
 
@@ -38,4 +38,4 @@ async def main() -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Roll back one transaction, commit another.")
     parser.parse_args()  # only --help: nothing to choose
-    database.run(main())
+    tortoise_neon.run(main())

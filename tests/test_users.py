@@ -1,4 +1,4 @@
-"""A test for a model: copy it for yours (tests/conftest.py's ``db`` gives it a fresh database)."""
+"""A test for a model: copy it for yours (the ``db`` fixture gives it a fresh database)."""
 
 import pytest
 

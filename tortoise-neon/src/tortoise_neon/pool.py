@@ -1,0 +1,92 @@
+"""asyncpg's pool, for a compute that is out of connection slots (SQLSTATE 53300).
+
+Several processes (``uvicorn --workers 3``, several instances) each keep a pool of up to
+``pool_size`` connections. When they ask for more than the compute has slots for, a new
+connection is refused with ``remaining connection slots are reserved ...`` or ``too many clients
+already``. asyncpg's pool would then hand the request a slot it cannot fill and wait or fail,
+while the connections it already holds could serve it.
+
+Here a pool that holds at least one connection stops opening new ones for ``FULL_FOR`` seconds
+and waits for one of its own to come back (one log line, the first time, with the cause and the
+fix); a pool that holds none waits for a slot (``connecting.py``, at most ``SLOTS_WAIT`` seconds),
+then fails with the line that names the fix (``errors.explain_slots_full``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import asyncpg
+from asyncpg.pool import Pool
+
+from tortoise_neon.errors import DatabaseError
+
+log = logging.getLogger(__name__)
+
+FULL_FOR = 1.0  # seconds without trying to open another connection after the compute said full
+
+
+class SlotsFull(DatabaseError):
+    """The compute has no free slot, and this pool holds connections: wait for one of them."""
+
+
+class SlotAwarePool(Pool):  # type: ignore[misc]
+    """asyncpg's pool that waits for its own connections when the compute is full."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.full_until = 0.0  # time.monotonic() until which no new connection is tried
+        self.said_full = False
+        self.released = asyncio.Condition()
+
+    def holds_connections(self) -> bool:
+        return bool(self.get_size())
+
+    def _idle_connection_queued(self) -> bool:
+        queued = getattr(self._queue, "_queue", ())  # asyncio.LifoQueue's list of holders
+        return any(holder.is_connected() for holder in queued)
+
+    async def _acquire(self, timeout: float | None) -> Any:
+        while True:
+            if time.monotonic() < self.full_until and not self._idle_connection_queued() \
+                    and self.holds_connections():
+                await self._wait_for_release()  # a new connection would be refused: wait
+                continue
+            try:
+                return await super()._acquire(timeout)
+            except SlotsFull as exc:
+                self.full_until = time.monotonic() + FULL_FOR
+                if not self.said_full:
+                    self.said_full = True
+                    log.warning("%s", exc)
+
+    async def _wait_for_release(self) -> None:
+        async with self.released:
+            try:
+                await asyncio.wait_for(self.released.wait(), FULL_FOR)
+            except (TimeoutError, asyncio.TimeoutError):
+                pass
+
+    async def release(self, connection: Any, *, timeout: float | None = None) -> None:
+        await super().release(connection, timeout=timeout)
+        async with self.released:
+            self.released.notify_all()
+
+
+async def create_pool(**kwargs: Any) -> SlotAwarePool:
+    """``asyncpg.create_pool``, with this pool (the connect hook learns which pool it fills)."""
+    kwargs.setdefault("max_queries", 50000)
+    kwargs.setdefault("max_inactive_connection_lifetime", 300.0)
+    kwargs.setdefault("loop", None)
+    kwargs.setdefault("connection_class", asyncpg.Connection)
+    kwargs.setdefault("record_class", asyncpg.Record)
+    kwargs.setdefault("min_size", 0)
+    pool = SlotAwarePool(None, **kwargs)
+    connect = kwargs.get("connect")
+    if connect is not None and hasattr(connect, "pool"):
+        connect.pool = pool
+    await pool
+    return pool

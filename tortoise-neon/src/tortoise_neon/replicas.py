@@ -1,0 +1,369 @@
+"""Read replicas (DATABASE_URL_REPLICA): reads go there, and nobody reads behind their own write.
+
+Routing (``client.py`` asks ``Replicas.for_read()`` before each statement):
+
+- a read outside a transaction (a SELECT that locks nothing) goes to a replica;
+- a write, ``select_for_update``, and every statement in a transaction go to the primary, and so
+  does every read that follows a write in the same task: a script's, or a request's;
+- a web client that wrote carries the primary's WAL position in a cookie (``ReadYourWrites``,
+  which ``answer_503_when_down`` installs). Its later reads go to a replica only once that
+  replica has replayed that far (``pg_last_wal_replay_lsn()``, one round trip, once per
+  request), else to the primary; when a replica has caught up, the cookie is cleared. The
+  cookie is signed: a forged or edited one sends that client's own reads to the primary, and
+  does nothing else.
+
+A replica that is down, waking or far behind costs no request: the read runs on the primary
+(one log line), and the replica is tried again ``RETRY_AFTER`` seconds later. An idle app opens
+no replica connection: the first read opens one in the background, on the primary meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import itertools
+import logging
+import re
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from tortoise_neon.connecting import is_not_ready
+from tortoise_neon.errors import LOST, DatabaseError, failure_reason
+from tortoise_neon.pool import SlotAwarePool, create_pool
+from tortoise_neon.url_settings import DatabaseSettings
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER = 30.0  # seconds a replica that failed (down, waking, far behind) is left alone
+FAR_BEHIND = 30.0  # a replica that has not replayed a write this many seconds old lags far
+ACQUIRE_WAIT = 5.0  # seconds a read waits for a replica connection before using the primary
+COOKIE = "db_wal"  # the primary's WAL position after the client's last write, signed
+LSN = re.compile(r"[0-9A-F]{1,8}/[0-9A-F]{1,8}")
+LOCKING = re.compile(r"\bFOR\s+(?:NO\s+KEY\s+)?(?:UPDATE|SHARE|KEY\s+SHARE)\b", re.IGNORECASE)
+# Has the replica replayed the client's write? (A server that is not a standby has everything.)
+CAUGHT_UP = "SELECT coalesce(pg_last_wal_replay_lsn() >= $1::text::pg_lsn, true)"
+PRIMARY_POSITION = "SELECT pg_current_wal_insert_lsn()::text"
+
+
+@dataclass
+class Reads:
+    """Where one task's reads may go: a script's, or one web request's."""
+
+    wrote: bool = False  # it wrote: its reads go to the primary from now on
+    must_see: str | None = None  # a WAL position from the client's cookie
+    written_at: float = 0.0  # when the primary was at that position (time.time())
+    replica: Replica | None = None  # the replica this request reads from (checked once)
+    caught_up: bool | None = None  # whether that replica has replayed ``must_see``
+    forged: bool = False  # a cookie that did not verify: reads to the primary, cookie cleared
+
+
+_reads: ContextVar[Reads | None] = ContextVar("database_reads", default=None)
+_pinned: ContextVar[bool] = ContextVar("database_primary", default=False)
+
+
+def current() -> Reads:
+    """This task's routing state, created on first use (a script's task keeps it throughout)."""
+    reads = _reads.get()
+    if reads is None:
+        reads = Reads()
+        _reads.set(reads)
+    return reads
+
+
+@contextmanager
+def primary() -> Iterator[None]:
+    """Every read in the block goes to the primary: ``with tortoise_neon.primary(): ...`` (what
+    Prisma calls ``$primary()``), for a read that must see another client's latest write."""
+    token = _pinned.set(True)
+    try:
+        yield
+    finally:
+        _pinned.reset(token)
+
+
+def is_locking(query: str) -> bool:
+    """``SELECT ... FOR UPDATE`` (``select_for_update``) and the like: the primary's."""
+    return bool(LOCKING.search(query))
+
+
+class Replica:
+    """One read replica: its pool (opened on first use, no floor) and whether it may be used."""
+
+    def __init__(self, credentials: dict[str, Any]) -> None:
+        self.credentials = credentials
+        self.settings = credentials["connect"].settings
+        self.pool: SlotAwarePool | None = None
+        self.down_until = 0.0  # time.monotonic(): left alone until then
+        self.opening: asyncio.Task[None] | None = None
+        self.expiring: asyncio.Task[None] | None = None
+        self.said_down = False  # the log said it is not used, and has not said it is back
+
+    @property
+    def name(self) -> str:
+        return self.settings.host
+
+    def usable(self) -> bool:
+        """True when a read can go here now: up, and holding a connection (so it is awake). A
+        replica that holds none opens one in the background; this read goes to the primary."""
+        if time.monotonic() < self.down_until:
+            return False
+        if self.pool is not None and self.pool.get_size():
+            self._back()
+            return True
+        if self.opening is None:
+            self.opening = asyncio.get_running_loop().create_task(self._open())
+        return False
+
+    async def _open(self) -> None:
+        try:
+            if self.pool is None:
+                c = dict(self.credentials)
+                self.pool = await create_pool(
+                    min_size=c.pop("minsize"), max_size=c.pop("maxsize"), **c)
+            async with self.pool.acquire():
+                pass  # one connection, kept in the pool: reads use it from now on
+            self._back()
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, DatabaseError,
+                asyncio.TimeoutError) as exc:
+            self.failed(exc)
+        finally:
+            self.opening = None
+
+    def _back(self) -> None:
+        if self.said_down:
+            self.said_down = False
+            log.warning("Read replica %s is back: reads go to it again", self.name)
+
+    def failed(self, exc: BaseException, why: str | None = None) -> None:
+        """Leave the replica alone for RETRY_AFTER seconds; one log line until it is back."""
+        self.down_until = time.monotonic() + RETRY_AFTER
+        if self.pool is not None and why is None:  # its connections may be gone too
+            self.expiring = asyncio.get_running_loop().create_task(self.pool.expire_connections())
+        if not self.said_down:
+            self.said_down = True
+            reason = why or _reason(exc, self.settings)
+            log.warning("Read replica %s not used (%s): reads go to the primary; trying it "
+                        "again in %.0f s", self.name, reason, RETRY_AFTER)
+
+    async def close(self) -> None:
+        if self.opening is not None:
+            self.opening.cancel()
+        if self.pool is not None:
+            try:
+                await asyncio.wait_for(self.pool.close(), 10)
+            except (TimeoutError, asyncio.TimeoutError):
+                self.pool.terminate()
+            self.pool = None
+
+
+def _reason(exc: BaseException, settings: DatabaseSettings) -> str:
+    """A few words for why the replica failed: what waiting could fix ("connection refused",
+    "timed out", 57P03) as it is; what the user must fix (a wrong password) as its line."""
+    cause = exc.__cause__ if isinstance(exc, DatabaseError) and exc.__cause__ else exc
+    if isinstance(exc, DatabaseError) and not is_not_ready(cause, settings):
+        return str(exc)
+    return failure_reason(cause)
+
+
+class Behind(Exception):
+    """Not this read, not now: the replica has not replayed the client's last write yet, or
+    every connection of its pool stayed busy for ACQUIRE_WAIT seconds. Read from the primary."""
+
+
+class ReplicaConnection:
+    """A connection of the replica's pool, for one read; first, once per request with a
+    cookie, the check that the replica has replayed the client's write."""
+
+    def __init__(self, replica: Replica, reads: Reads) -> None:
+        self.replica, self.reads = replica, reads
+        self.connection: Any = None
+
+    async def __aenter__(self) -> Any:
+        pool = self.replica.pool
+        assert pool is not None
+        try:
+            self.connection = await asyncio.wait_for(pool.acquire(), ACQUIRE_WAIT)
+        except (TimeoutError, asyncio.TimeoutError):
+            if pool.get_size():  # busy, not down: this read goes to the primary
+                raise Behind from None
+            raise
+        reads = self.reads
+        if reads.must_see is not None and reads.caught_up is None:
+            reads.caught_up = bool(await self.connection.fetchval(CAUGHT_UP, reads.must_see))
+            if not reads.caught_up:
+                age = time.time() - reads.written_at
+                if age > FAR_BEHIND:
+                    self.replica.failed(Behind(), f"it has not replayed a write made {age:.0f} s "
+                                                  "ago")
+        if reads.caught_up is False:
+            await self._release()
+            raise Behind
+        return self.connection
+
+    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if isinstance(exc, LOST) and self.connection is not None:
+            self.connection.terminate()
+        await self._release()
+
+    async def _release(self) -> None:
+        if self.connection is not None and self.replica.pool is not None:
+            connection, self.connection = self.connection, None
+            await self.replica.pool.release(connection)
+
+
+class Replicas:
+    """The replicas of one client (DATABASE_URL_REPLICA), and where each read goes."""
+
+    def __init__(self, credentials: list[dict[str, Any]], key: bytes) -> None:
+        self.replicas = [Replica(c) for c in credentials]
+        self._turns = itertools.cycle(self.replicas)
+        self.key = key  # signs the cookie (from the primary's password: every worker has it)
+        self.served: Counter[str] = Counter()  # reads served: "replica", "primary"
+
+    def for_read(self) -> tuple[Replica, Reads] | None:
+        """The replica this read goes to, or None for the primary."""
+        reads = current()
+        if reads.wrote or reads.forged or _pinned.get() or reads.caught_up is False:
+            return None
+        if reads.replica is not None and reads.replica.usable():
+            return reads.replica, reads
+        for _ in self.replicas:
+            replica = next(self._turns)
+            if replica.usable():
+                if reads.replica is not None:  # another replica: check it again
+                    reads.caught_up = None
+                reads.replica = replica
+                return replica, reads
+        return None
+
+    def wrote(self) -> None:
+        current().wrote = True
+
+    # --- the cookie: the primary's WAL position after a client's write ------------------------
+
+    def sign(self, text: str) -> str:
+        return hmac.new(self.key, text.encode(), hashlib.sha256).hexdigest()[:20]
+
+    def cookie_value(self, position: str) -> str:
+        text = f"{position}.{int(time.time())}"
+        return f"{text}.{self.sign(text)}"
+
+    def read_cookie(self, value: str, reads: Reads) -> None:
+        """The client's last write, from its cookie; one that does not verify (edited, forged,
+        or signed with another password) keeps this request's reads on the primary."""
+        position, _, rest = value.partition(".")
+        written, _, signature = rest.partition(".")
+        text = f"{position}.{written}"
+        if LSN.fullmatch(position) and written.isdigit() and hmac.compare_digest(
+                signature, self.sign(text)):
+            reads.must_see, reads.written_at = position, float(written)
+        else:
+            reads.forged = True  # unverified: this request reads from the primary
+
+    async def close(self) -> None:
+        for replica in self.replicas:
+            await replica.close()
+
+
+def cookie_key(credentials: dict[str, Any]) -> bytes:
+    """The cookie's signing key: from the primary's password, user, host and database, which
+    every process of the app has and no client does."""
+    password = credentials.get("password")
+    password = password() if callable(password) else password
+    material = "\0".join(str(credentials.get(k) or "") for k in ("user", "host", "database"))
+    return hashlib.sha256(f"tortoise_neon.replicas\0{password or ''}\0{material}".encode()).digest()
+
+
+class ReadYourWrites:
+    """ASGI middleware: a client that wrote reads its write in its next requests.
+
+    With no replica configured it only sets up the request's routing state (no round trip).
+    After a request that wrote and succeeded, the response carries the primary's WAL position
+    (one round trip on the primary); a later request from that client reads from a replica
+    only once the replica has replayed that far, and the cookie is cleared then.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        reads = Reads()
+        token = _reads.set(reads)
+        replicas = _replicas_in_use()
+        if replicas is not None:
+            value = _cookie(scope, COOKIE)
+            if value:
+                replicas.read_cookie(value, reads)
+
+        async def send_with_position(message: Any) -> None:
+            if message["type"] == "http.response.start" and replicas is not None:
+                header = await _set_cookie(replicas, reads, message.get("status", 500))
+                if header:
+                    message = {**message, "headers": [*message.get("headers", []),
+                                                      (b"set-cookie", header.encode())]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_position)
+        finally:
+            _reads.reset(token)
+
+
+def _replicas_in_use() -> Replicas | None:
+    from tortoise import connections
+    from tortoise.exceptions import BaseORMException
+
+    try:
+        client = connections.get("default")
+    except (BaseORMException, RuntimeError, KeyError):  # not initialised: no replicas either
+        return None
+    return getattr(client, "replicas", None)
+
+
+def _cookie(scope: Any, name: str) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == b"cookie":
+            for part in value.decode("latin-1").split(";"):
+                cookie_name, _, cookie_value = part.strip().partition("=")
+                if cookie_name == name:
+                    return cookie_value
+    return None
+
+
+async def _set_cookie(replicas: Replicas, reads: Reads, status: int) -> str | None:
+    attributes = "Path=/; HttpOnly; SameSite=Lax"
+    if reads.wrote and status < 400:
+        from tortoise import connections
+
+        client = connections.get("default")
+        try:
+            with primary():
+                async with client.acquire_connection() as connection:
+                    position = await connection.fetchval(PRIMARY_POSITION)
+        except (asyncpg.PostgresError, OSError, DatabaseError, asyncio.TimeoutError) as exc:
+            log.warning("Could not read the primary's WAL position after a write (%s): this "
+                        "client's next reads may come from a replica", failure_reason(exc))
+            return None
+        return f"{COOKIE}={replicas.cookie_value(position)}; {attributes}"
+    if reads.forged or (reads.must_see is not None and reads.caught_up):
+        return f"{COOKIE}=; Max-Age=0; {attributes}"  # the replica has it: nothing to carry
+    return None
+
+
+def served(client: Any) -> Counter[str]:
+    """Reads served so far by the replicas and by the primary (for tests and the bench)."""
+    replicas = getattr(client, "replicas", None)
+    return replicas.served if replicas is not None else Counter()
+
+

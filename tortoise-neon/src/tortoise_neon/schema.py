@@ -1,0 +1,127 @@
+"""The schema: apply the migrations in ``migrations/`` safely, or check that they were applied."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import asyncpg
+from tortoise import Tortoise, connections
+from tortoise.exceptions import BaseORMException
+from tortoise.migrations.executor import MigrationExecutor
+from tortoise.migrations.loader import MigrationLoader
+from tortoise.migrations.recorder import MigrationRecorder
+from tortoise.transactions import in_transaction
+from tortoise.utils import get_schema_sql
+
+from tortoise_neon.errors import MIGRATE, DatabaseError
+
+SCHEMA_LOCK_ID = 7_245_019_388  # pg_advisory_xact_lock key: one schema change at a time
+
+
+async def migrate(apps: Mapping[str, dict[str, Any]]) -> None:
+    """Apply the migrations not applied yet, one process at a time: what ``tortoise migrate``
+    does, recorded in the same table, so that the scripts and the CLI agree.
+
+    ``apps`` is the config's ``"apps"``. Up to date (every run after the first), it costs one
+    message, as creating the tables did: an advisory lock and a count of the applied migrations
+    among those on disk. Otherwise, in one
+    transaction that starts with an advisory lock (so several processes starting at once, also
+    through PgBouncer in transaction mode, never race), Tortoise's own executor applies the rest.
+    A project without migrations gets the tables its models need (``CREATE TABLE IF NOT EXISTS``).
+    """
+    client = connections.get("default")
+    on_disk = _migrations_on_disk(apps)
+    if not on_disk:
+        await create_schema()
+        return
+    if client.capabilities.dialect != "postgres":
+        await MigrationExecutor(client, dict(apps)).migrate()
+        return
+    if await _applied_count(client, on_disk) == len(on_disk):
+        return
+    async with in_transaction("default") as transaction:
+        await transaction.execute_script(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_ID})")
+        await MigrationExecutor(transaction, dict(apps)).migrate()
+
+
+def _migrations_on_disk(apps: Mapping[str, dict[str, Any]]) -> list[tuple[str, str]]:
+    loader = MigrationLoader(dict(apps), MigrationRecorder(None))
+    try:
+        loader.load_disk()
+    except ModuleNotFoundError:  # no migrations/ package: the models' tables, as they are
+        return []
+    return sorted((key.app_label, key.name) for key in loader.disk_migrations)
+
+
+async def _applied_count(client: Any, on_disk: list[tuple[str, str]]) -> int:
+    """How many of ``on_disk`` the database has applied: one message, one round trip.
+
+    Under the advisory lock, it creates Tortoise's migrations table if missing (as
+    ``tortoise migrate`` does first), so that counting never fails on a fresh database.
+    """
+    keys = ", ".join(f"({_literal(app)}, {_literal(name)})" for app, name in on_disk)
+    async with client.acquire_connection() as connection:
+        status = await connection.execute(
+            f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_ID});\n{_recorder_table_sql(client)};\n"
+            f"SELECT 1 FROM tortoise_migrations WHERE (app, name) IN ({keys})")
+    return int(status.split()[-1])  # the last statement's status: "SELECT <rows>"
+
+
+def _recorder_table_sql(client: Any) -> str:
+    """Tortoise's migrations table, as its executor creates it (``IF NOT EXISTS``)."""
+    executor = MigrationExecutor(client, {})
+    editor = executor._schema_editor(atomic=False)
+    table = editor._get_model_sql_data(executor.recorder.model).table_sql
+    return table.replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS", 1).rstrip().rstrip(";")
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+async def create_schema() -> None:
+    """Create the tables that do not exist yet, one process at a time (for models without
+    migrations).
+
+    On PostgreSQL it is a single message (one round trip): a transaction-scoped advisory lock,
+    then the DDL. It never alters a table that exists: a model that changes needs migrations.
+    """
+    client = connections.get("default")
+    if client.capabilities.dialect != "postgres":
+        await Tortoise.generate_schemas(safe=True)
+        return
+    ddl = get_schema_sql(client, safe=True)
+    # Several statements in one message run as one transaction: the lock is held to its end.
+    await client.execute_script(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_ID});\n{ddl}")
+
+
+async def check_schema() -> None:
+    """Check that every model's table and columns exist (an app's way: migrations made them).
+
+    One message, one round trip: ``SELECT <columns> FROM <table> LIMIT 0`` for each model. A
+    missing table or column raises the driver's error, which ``explain_error`` turns into the
+    line that names the fix (``tortoise makemigrations`` then ``tortoise migrate``).
+    """
+    client = connections.get("default")
+    checks = []
+    for app in Tortoise.apps.values():
+        for model in app.values():
+            meta = model._meta
+            columns = ", ".join(f'"{c}"' for c in meta.fields_db_projection.values())
+            checks.append((meta.db_table, f'SELECT {columns} FROM "{meta.db_table}" LIMIT 0;'))
+    try:
+        await client.execute_script("\n".join(sql for _, sql in checks))
+    except Exception as exc:
+        if not isinstance(exc.__cause__ or exc, asyncpg.UndefinedColumnError):
+            raise
+        # PostgreSQL's line names the column, not its table: find it (only on this failure).
+        for table, sql in checks:
+            try:
+                await client.execute_script(sql)
+            except (asyncpg.PostgresError, BaseORMException) as again:
+                line = str(again.__cause__ or again).replace(
+                    " does not exist", f' of relation "{table}" does not exist', 1)
+                raise DatabaseError(
+                    f"The database schema is behind the models ({line}): {MIGRATE}") from None
+        raise

@@ -1,0 +1,23 @@
+"""TLS for asyncpg: a context that verifies the certificate and the host name, with ALPN."""
+
+from __future__ import annotations
+
+import ssl
+
+from tortoise_neon.errors import DatabaseError
+from tortoise_neon.url_settings import DatabaseSettings
+
+ALPN = "postgresql"  # PostgreSQL 17+ refuses direct TLS without it; asyncpg sets it only on its own
+
+
+def ssl_option(settings: DatabaseSettings) -> ssl.SSLContext | str | bool:
+    """asyncpg's ``ssl`` argument: a verifying context unless the URL explicitly opted out."""
+    if settings.sslmode in ("disable", "allow", "prefer"):
+        return False if settings.sslmode == "disable" else settings.sslmode
+    try:
+        context = ssl.create_default_context(cafile=settings.sslrootcert)  # verifies name + chain
+    except ssl.SSLError:
+        raise DatabaseError(f"{settings.variable} has sslrootcert={settings.sslrootcert}, which is "
+                            "not a CA certificate file (PEM): give the server's CA file") from None
+    context.set_alpn_protocols([ALPN])
+    return context
