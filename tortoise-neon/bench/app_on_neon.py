@@ -41,13 +41,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import httpx
-
 from tortoise_neon.testing import child_env, hostnames, servers
 from tortoise_neon.testing.apps import app_running
 from tortoise_neon.testing.load import burst, round_trips_per_request
 from tortoise_neon.testing.neon_proxy import NeonProxy, Target, in_front_of
 from tortoise_neon.testing.proxy import ProxyThread
+
+import httpx
 
 DELAY_MS = 5.0  # enough for exact counts (tortoise_neon/testing/proxy.py); the counts, not the times, matter
 COUNTED = 20  # tortoise_neon/testing/load.py: round_trips_per_request counts 20 calls by default

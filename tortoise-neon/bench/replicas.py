@@ -36,12 +36,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import httpx
-
-from tests.project import library_project
 from tortoise_neon.testing import child_env, servers
 from tortoise_neon.testing.apps import app_running
 from tortoise_neon.testing.proxy import ProxyThread
+
+import httpx
+
+from tests.project import library_project
 
 TABLE = "library_members"
 

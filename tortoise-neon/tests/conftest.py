@@ -15,13 +15,14 @@ import types
 from collections.abc import Iterator
 from pathlib import Path
 
+from tortoise_neon.testing.apps import serving
+from tortoise_neon.testing.fixtures import *  # the fixtures and hooks of both suites
+from tortoise_neon.testing.fixtures import Postgres, use_project
+
 import httpx
 import pytest
 
 from tests.project import library_project
-from tortoise_neon.testing.apps import serving
-from tortoise_neon.testing.fixtures import *  # the fixtures and hooks of both suites
-from tortoise_neon.testing.fixtures import Postgres, use_project
 
 MODELS = ["tests.project.members"]  # the project's model, by a name of its own
 SETTINGS = types.ModuleType("settings")  # what the package reads as the project's settings.py

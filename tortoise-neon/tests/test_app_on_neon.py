@@ -18,9 +18,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
-import pytest
-
 from tortoise_neon.client import is_read
 from tortoise_neon.testing import hostnames, servers
 from tortoise_neon.testing.apps import app_running, create_tables
@@ -36,6 +33,9 @@ from tortoise_neon.testing.fixtures import (
 from tortoise_neon.testing.load import Counted, burst, round_trips_per_request
 from tortoise_neon.testing.neon_proxy import NeonProxy, Target
 from tortoise_neon.testing.proxy import ProxyThread
+
+import httpx
+import pytest
 
 ENDPOINT = hostnames.ENDPOINT
 IDLE_FOR = 3.0  # seconds an idle app is watched after a suspend: it must open no connection

@@ -17,11 +17,11 @@ import tempfile
 from unittest import mock
 from urllib.parse import quote
 
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from tortoise_neon import DatabaseError, DatabaseSettings, parse_database_url
 from tortoise_neon.environment import load_database_url
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 BUDGET = settings(max_examples=300, derandomize=True, deadline=None, database=None,
                   suppress_health_check=[HealthCheck.too_slow])

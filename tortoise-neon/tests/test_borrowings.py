@@ -11,6 +11,13 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
+import tortoise_neon
+from tortoise_neon.client import Client, Resilient, Transaction
+from tortoise_neon.connecting import is_not_ready
+from tortoise_neon.errors import used_a_closed_connection
+from tortoise_neon.schema import _recorder_table_sql
+from tortoise_neon.testing.fixtures import Postgres, migrate_database, project_config, run
+
 import asyncpg
 import pytest
 from tortoise import Tortoise, connections
@@ -18,13 +25,7 @@ from tortoise.backends.asyncpg.client import AsyncpgDBClient, TransactionWrapper
 from tortoise.migrations.executor import MigrationExecutor
 from tortoise.transactions import in_transaction
 
-import tortoise_neon
 from tests.project.members import Member
-from tortoise_neon.client import Client, Resilient, Transaction
-from tortoise_neon.connecting import is_not_ready
-from tortoise_neon.errors import used_a_closed_connection
-from tortoise_neon.schema import _recorder_table_sql
-from tortoise_neon.testing.fixtures import Postgres, migrate_database, project_config, run
 
 
 @asynccontextmanager
@@ -160,9 +161,9 @@ def test_asyncpg_says_a_server_refused_tls_as_connecting_py_reads_it() -> None:
 
 
 def test_asyncpg_pool_internals_as_pool_py_uses_them() -> None:
-    from asyncpg.pool import Pool, PoolConnectionHolder
-
     from tortoise_neon.pool import SlotAwarePool
+
+    from asyncpg.pool import Pool, PoolConnectionHolder
 
     assert list(inspect.signature(Pool._acquire).parameters) == ["self", "timeout"], \
         "asyncpg's Pool._acquire(timeout) changed: tortoise_neon/pool.py overrides it"

@@ -10,8 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
+import tortoise_neon
 from tortoise_neon import SCHEMA_LOCK_ID
 from tortoise_neon.testing.fixtures import (
     Postgres,
@@ -22,6 +21,8 @@ from tortoise_neon.testing.fixtures import (
     script_env,
     start_script,
 )
+
+import pytest
 
 LOCK = 4_242_001  # an advisory lock the test holds to pause the script's INSERT
 SIGPIPE_EXIT = 141  # what a shell shows for `seq 1000000 | head -1`'s seq: 128 + SIGPIPE
@@ -190,11 +191,11 @@ def wait_for_lock_waiter(pg: Postgres, dbname: str, proc: subprocess.Popen[str])
 
 
 def test_importing_the_package_leaves_ctrl_c_alone() -> None:
-    """Importing ``database`` changes no signal handler: Ctrl-C before ``run()`` is Python's
+    """Importing ``tortoise_neon`` changes no signal handler: Ctrl-C before ``run()`` is Python's
     own (docs/connecting.md), and tools that import it (uvicorn, the Tortoise CLI) keep theirs."""
     code = ("import signal\n"
             "before = [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)]\n"
-            "import database\n"
+            "import tortoise_neon\n"
             "print([signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)] == before)\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=project(), text=True,
                             capture_output=True, timeout=60, check=False)
@@ -203,9 +204,14 @@ def test_importing_the_package_leaves_ctrl_c_alone() -> None:
 
 @pytest.mark.parametrize("script", ["members.py", "ledger.py"])
 def test_a_python_without_the_requirements_is_one_line(script: str, tmp_path: Path) -> None:
-    """Outside the venv (here: without site-packages), one line saying what to run."""
+    """The package without what it needs (here: without site-packages, the package alone on
+    the path), one line saying what to run."""
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "tortoise_neon").symlink_to(Path(tortoise_neon.__file__).parent)
     result = subprocess.run([sys.executable, "-S", str(project() / script)], cwd=tmp_path, text=True,
-                            capture_output=True, timeout=60, check=False)
+                            env={"PYTHONPATH": str(alone)}, capture_output=True, timeout=60,
+                            check=False)
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr.splitlines() == [
         ("Error: this project needs Python 3.10+ with its requirements (tortoise-orm, asyncpg, "
@@ -216,7 +222,7 @@ def test_a_python_without_the_requirements_is_one_line(script: str, tmp_path: Pa
 
 def test_a_python_older_than_3_10_is_one_line() -> None:
     code = ("import sys; sys.version_info = (3, 9, 18, 'final', 0); sys.version = '3.9.18'; "
-            "import database")
+            "import tortoise_neon")
     result = subprocess.run([sys.executable, "-c", code], cwd=project(), text=True,
                             capture_output=True, timeout=60, check=False)
     assert result.returncode == 1

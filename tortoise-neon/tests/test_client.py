@@ -4,14 +4,15 @@ connection, and the next statement runs on a new connection."""
 
 from __future__ import annotations
 
+import tortoise_neon
+from tortoise_neon.client import NotSaved
+from tortoise_neon.testing.fixtures import Postgres, migrate_database, project_config, query, run
+
 import pytest
 from tortoise import Tortoise
 from tortoise.transactions import in_transaction
 
-import tortoise_neon
 from tests.project.members import Member
-from tortoise_neon.client import NotSaved
-from tortoise_neon.testing.fixtures import Postgres, migrate_database, project_config, query, run
 
 
 async def tortoise_on(pg: Postgres, db_url: str) -> None:

@@ -8,11 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import asyncpg
-import httpx
-import pytest
-
-from tests.project import library_project
 from tortoise_neon.constraints import violation
 from tortoise_neon.testing.fixtures import (
     Postgres,
@@ -23,6 +18,12 @@ from tortoise_neon.testing.fixtures import (
     run_script,
     script_env,
 )
+
+import asyncpg
+import httpx
+import pytest
+
+from tests.project import library_project
 
 
 def test_a_duplicate_is_a_409_naming_the_field(api: httpx.Client, pg: Postgres, dbname: str,
@@ -119,10 +120,10 @@ def test_a_required_column_on_a_table_with_rows_is_one_line(pg: Postgres, dbname
 
 def test_an_integrity_error_that_is_no_constraint_is_still_a_500() -> None:
     """A bug keeps its 500 (and its traceback, in the server's log)."""
+    import tortoise_neon
+
     from fastapi import FastAPI
     from tortoise.exceptions import IntegrityError
-
-    import tortoise_neon
 
     app = FastAPI()
     tortoise_neon.answer_503_when_down(app)

@@ -7,9 +7,6 @@ import sys
 import types
 from pathlib import Path
 
-import asyncpg
-import pytest
-
 import tortoise_neon
 from tortoise_neon import DatabaseError, parse_database_url, tortoise_config
 from tortoise_neon.config import project_models
@@ -17,6 +14,9 @@ from tortoise_neon.connecting import is_not_ready
 from tortoise_neon.environment import load_database_url
 from tortoise_neon.errors import failure_reason
 from tortoise_neon.testing.fixtures import project
+
+import asyncpg
+import pytest
 
 NEON = "ep-cool-darkness-123456.us-east-2.aws.neon.tech"
 POOLER = "ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech"
@@ -305,7 +305,7 @@ def test_importing_the_config_never_fails_reading_it_builds_it(tmp_path) -> None
     import subprocess
     import sys
 
-    code = ("import database\n"
+    code = ("import tortoise_neon\n"
             "try:\n    tortoise_neon.TORTOISE_ORM\nexcept tortoise_neon.DatabaseError as e:\n    print(e)\n")
     env = {"DATABASE_URL": "postgresql://u:<password>@h/db", "PATH": ""}
     result = subprocess.run([sys.executable, "-c", code], env=env, cwd=project(), text=True,

@@ -17,10 +17,6 @@ import asyncio
 import time
 from pathlib import Path
 
-import pytest
-from tortoise import Tortoise, connections
-from tortoise.transactions import in_transaction
-
 import tortoise_neon
 from tortoise_neon.testing import hostnames, servers
 from tortoise_neon.testing.fixtures import (
@@ -34,6 +30,10 @@ from tortoise_neon.testing.fixtures import (
     script_env,
 )
 from tortoise_neon.testing.proxy import ProxyThread, Trace
+
+import pytest
+from tortoise import Tortoise, connections
+from tortoise.transactions import in_transaction
 
 CONSOLE = "sslmode=require&channel_binding=require"  # Neon's console string
 FALLBACK = ("Direct TLS failed at {host} ({reason}): using the standard TLS negotiation "

@@ -9,8 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import pytest
-
 from tortoise_neon.testing import servers
 from tortoise_neon.testing.fixtures import (
     Postgres,
@@ -20,6 +18,8 @@ from tortoise_neon.testing.fixtures import (
     script_env,
     unreached_url,
 )
+
+import pytest
 
 PASSWORD = servers.APP_PASSWORD
 TABLE = "library_members"

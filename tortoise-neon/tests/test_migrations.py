@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from tests.project import library_project
 from tortoise_neon.testing.fixtures import (
     Postgres,
     query,
@@ -19,6 +18,8 @@ from tortoise_neon.testing.fixtures import (
     script_env,
     start_script,
 )
+
+from tests.project import library_project
 
 
 def tortoise(*args: str, env: dict[str, str], cwd: Path,

@@ -10,8 +10,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import pytest
-
 from tortoise_neon.testing import hostnames, neon_proxy, servers
 from tortoise_neon.testing.apps import app_running, create_tables
 from tortoise_neon.testing.fixtures import (
@@ -23,6 +21,8 @@ from tortoise_neon.testing.fixtures import (
     through_pgbouncer,
 )
 from tortoise_neon.testing.neon_proxy import NeonProxy
+
+import pytest
 
 MAIN_ENDPOINT = hostnames.ENDPOINT
 

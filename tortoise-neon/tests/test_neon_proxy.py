@@ -6,12 +6,12 @@ import ssl
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-import pytest
-
 from tortoise_neon.testing import hostnames, neon_proxy, servers
 from tortoise_neon.testing.fixtures import run
 from tortoise_neon.testing.neon_proxy import NeonProxy
+
+import asyncpg
+import pytest
 
 
 def context(proxy_ca: str, alpn: list[str] | None = None) -> ssl.SSLContext:

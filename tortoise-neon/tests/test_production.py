@@ -9,8 +9,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
-
 import tortoise_neon
 from tortoise_neon.testing import pglog, servers
 from tortoise_neon.testing.fixtures import (
@@ -22,6 +20,8 @@ from tortoise_neon.testing.fixtures import (
     script_env,
     start_script,
 )
+
+import pytest
 
 # A pooler without prepared statements, as a "-pooler" host outside Neon gets it (see
 # test_database_url.py): the test PgBouncer listens on 127.0.0.1, so the URL says it explicitly.

@@ -14,12 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import httpx
-import pytest
-from tortoise import Tortoise, connections
-
 import tortoise_neon
-from tests.project.members import Member
 from tortoise_neon import replicas
 from tortoise_neon.testing import hostnames, servers
 from tortoise_neon.testing.apps import (
@@ -43,6 +38,12 @@ from tortoise_neon.testing.fixtures import (
     script_env,
 )
 from tortoise_neon.testing.neon_proxy import Endpoint, NeonProxy, Target, in_front_of
+
+import httpx
+import pytest
+from tortoise import Tortoise, connections
+
+from tests.project.members import Member
 
 
 def pause(standby: servers.PostgresServer) -> None:

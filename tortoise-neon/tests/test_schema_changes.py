@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.project import library_project
 from tortoise_neon.testing.fixtures import (
     Postgres,
     execute,
@@ -16,6 +15,8 @@ from tortoise_neon.testing.fixtures import (
     run_script,
     script_env,
 )
+
+from tests.project import library_project
 
 TABLE = "library_members"
 

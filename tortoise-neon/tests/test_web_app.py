@@ -7,11 +7,11 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-import httpx
-
 from tortoise_neon.testing import servers
 from tortoise_neon.testing.apps import create_tables, startup_failure
 from tortoise_neon.testing.fixtures import Postgres, execute, script_env
+
+import httpx
 
 
 def test_health_db_touches_the_database(api: httpx.Client, pg: Postgres, dbname: str,

@@ -23,17 +23,6 @@ import logging
 from contextvars import ContextVar
 from typing import Any
 
-import asyncpg
-from tortoise.backends.asyncpg.client import AsyncpgDBClient, TransactionWrapper
-from tortoise.backends.base.client import (
-    NestedTransactionContext,
-    PoolConnectionWrapper,
-    TransactionalDBClient,
-    TransactionContext,
-    TransactionContextPooled,
-)
-from tortoise.exceptions import BaseORMException
-
 from tortoise_neon.errors import LOST, DatabaseError, explain_error, used_a_closed_connection
 from tortoise_neon.replicas import (
     Behind,
@@ -44,6 +33,17 @@ from tortoise_neon.replicas import (
     cookie_key,
     is_locking,
 )
+
+import asyncpg
+from tortoise.backends.asyncpg.client import AsyncpgDBClient, TransactionWrapper
+from tortoise.backends.base.client import (
+    NestedTransactionContext,
+    PoolConnectionWrapper,
+    TransactionalDBClient,
+    TransactionContext,
+    TransactionContextPooled,
+)
+from tortoise.exceptions import BaseORMException
 
 log = logging.getLogger(__name__)
 

@@ -9,12 +9,12 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
-import asyncpg
-
 from tortoise_neon.connecting import RetryingConnect
 from tortoise_neon.environment import load_settings
 from tortoise_neon.tls import ssl_option
 from tortoise_neon.url_settings import DatabaseSettings
+
+import asyncpg
 
 DEFAULT_MODELS = ["main"]  # without a settings.py: main.py's User
 

@@ -11,8 +11,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import asyncpg
-
 from tortoise_neon.errors import (
     DatabaseError,
     explain_connect_error,
@@ -24,6 +22,8 @@ from tortoise_neon.errors import (
     neon_failure,
 )
 from tortoise_neon.url_settings import REPLICA, DatabaseSettings
+
+import asyncpg
 
 log = logging.getLogger(__name__)  # "tortoise_neon.connecting": the scripts show it on stderr
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 
-from dotenv import dotenv_values, find_dotenv, load_dotenv
-
 from tortoise_neon.errors import DatabaseError
 from tortoise_neon.url import parse_database_url, parse_replica_urls
 from tortoise_neon.url_settings import REPLICA, DatabaseSettings
+
+from dotenv import dotenv_values, find_dotenv, load_dotenv
 
 SQLITE_FILE = "quickstart.sqlite3"  # where the demo runs when DATABASE_URL is unset
 UNPOOLED = "DATABASE_URL_UNPOOLED"  # Neon's name for the direct string: for migrations

@@ -10,10 +10,10 @@ import ssl
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from tortoise_neon.constraints import violation
+
 import asyncpg
 from tortoise.exceptions import BaseORMException, ValidationError
-
-from tortoise_neon.constraints import violation
 
 if TYPE_CHECKING:
     from tortoise_neon.url_settings import DatabaseSettings

@@ -19,10 +19,10 @@ import logging
 import time
 from typing import Any
 
+from tortoise_neon.errors import DatabaseError
+
 import asyncpg
 from asyncpg.pool import Pool
-
-from tortoise_neon.errors import DatabaseError
 
 log = logging.getLogger(__name__)
 

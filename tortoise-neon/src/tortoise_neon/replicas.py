@@ -33,12 +33,12 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
-
 from tortoise_neon.connecting import is_not_ready
 from tortoise_neon.errors import LOST, DatabaseError, failure_reason
 from tortoise_neon.pool import SlotAwarePool, create_pool
 from tortoise_neon.url_settings import DatabaseSettings
+
+import asyncpg
 
 log = logging.getLogger(__name__)
 

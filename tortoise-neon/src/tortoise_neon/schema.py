@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from tortoise_neon.errors import MIGRATE, DatabaseError
+
 import asyncpg
 from tortoise import Tortoise, connections
 from tortoise.exceptions import BaseORMException
@@ -13,8 +15,6 @@ from tortoise.migrations.loader import MigrationLoader
 from tortoise.migrations.recorder import MigrationRecorder
 from tortoise.transactions import in_transaction
 from tortoise.utils import get_schema_sql
-
-from tortoise_neon.errors import MIGRATE, DatabaseError
 
 SCHEMA_LOCK_ID = 7_245_019_388  # pg_advisory_xact_lock key: one schema change at a time
 

@@ -6,10 +6,10 @@
 import argparse
 import uuid
 
+import tortoise_neon
+
 from members import Member
 from tortoise.transactions import in_transaction
-
-import tortoise_neon
 
 
 async def both() -> None:

@@ -5,10 +5,10 @@
 
 import argparse
 
+import tortoise_neon
+
 from tortoise import fields
 from tortoise.models import Model
-
-import tortoise_neon
 
 TABLE = "library_members"
 

@@ -4,13 +4,13 @@ check, one-line start-up errors and 503s."""
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import tortoise_neon
+
 from fastapi import FastAPI
 from members import Member
 from pydantic import BaseModel
 from tortoise import connections
 from tortoise.contrib.fastapi import RegisterTortoise
-
-import tortoise_neon
 
 
 @asynccontextmanager

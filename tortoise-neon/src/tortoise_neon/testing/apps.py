@@ -12,9 +12,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
-from tortoise import Tortoise
-
 import tortoise_neon
 from tortoise_neon.testing import servers
 from tortoise_neon.testing.fixtures import (
@@ -29,6 +26,9 @@ from tortoise_neon.testing.fixtures import (
 from tortoise_neon.testing.load import steady
 from tortoise_neon.testing.proxy import ProxyThread
 from tortoise_neon.testing.servers import APP_PASSWORD, free_port
+
+import httpx
+from tortoise import Tortoise
 
 
 def start_uvicorn(env: dict[str, str], log: Path, app: str | None = None,

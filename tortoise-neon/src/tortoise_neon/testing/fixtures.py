@@ -30,13 +30,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
-import asyncpg
-import pytest
-
 import tortoise_neon
 from tortoise_neon.testing import hostnames, servers
 from tortoise_neon.testing.neon_proxy import NeonProxy, Target, in_front_of
 from tortoise_neon.testing.sealed import child_env, seal
+
+import asyncpg
+import pytest
 
 seal()  # before anything reads the environment: the tests never see your .env or DATABASE_URL
 

@@ -12,9 +12,9 @@ import time
 import uuid
 from dataclasses import dataclass
 
-import httpx
-
 from tortoise_neon.testing.proxy import ProxyThread
+
+import httpx
 
 
 @dataclass(frozen=True)

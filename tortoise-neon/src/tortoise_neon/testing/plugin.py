@@ -22,9 +22,9 @@ import importlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import pytest
-
 from tortoise_neon.testing.sealed import seal
+
+import pytest
 
 seal()  # before any test module, or your conftest.py, is imported
 
@@ -62,9 +62,9 @@ def database_url(postgres: Any) -> Iterator[str]:
 @pytest.fixture
 async def db(database_url: str) -> AsyncIterator[None]:
     """Tortoise on this test's database: your MODELS, the migrations applied, as the app has."""
-    from tortoise import Tortoise
-
     import tortoise_neon
+
+    from tortoise import Tortoise
 
     config = tortoise_neon.tortoise_config(tortoise_neon.parse_database_url(database_url))
     await Tortoise.init(config=config)

@@ -30,10 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-import asyncpg
-
 from tortoise_neon.testing import hostnames
 from tortoise_neon.testing.get_postgres import CACHE, CACHE_ROOT
+
+import asyncpg
 
 SUPERUSER = "postgres"
 APP_USER = "quickstart"

@@ -1,10 +1,11 @@
 """The suite against a PostgreSQL it did not start, as TEST_DATABASE_URL users run it.
 
-    python -m tortoise_neon.testing.outside_server [pytest arguments]
+    python .ci/outside_server.py [pytest arguments]
 
-CI's proof (``.ci/outside-server``) that the suite passes against someone else's server (a Neon
+CI's proof (``.ci/outside-server``) that the suites pass against someone else's server (a Neon
 branch, a company server): it starts a throwaway cluster of its own, with TLS from a throwaway CA
-and SCRAM, and runs your tests and the library's suite with TEST_DATABASE_URL naming it by host name
+and SCRAM, and runs your tests, the library's suite and the template's checks, each in its own folder as
+CI runs it, with TEST_DATABASE_URL naming it by host name
 (``localhost``) and the CA trusted the way a private CA is, through SSL_CERT_FILE. Then a few
 tests again with the trust in the URL instead (``sslrootcert=``). The cluster is stopped at the
 end. The tests that must stop or own the server (restarts, its log, PgBouncer in front) skip.
@@ -16,27 +17,35 @@ import dataclasses
 import subprocess
 import sys
 import time
+from pathlib import Path
 from urllib.parse import quote
 
 from tortoise_neon.testing import servers
 from tortoise_neon.testing.sealed import child_env
 
-# Your tests and the library's suite; then, with the trust in the URL: your tests, the CLI's
-# migrations, a connect error.
-SUITES = ["tests", "tortoise-neon/tests"]
+ROOT = Path(__file__).resolve().parent.parent
+# (folder, pytest arguments): your tests, the library's suite (but a 30 s wait on a silent socket
+# of its own, never the database server: the normal run has it), the template's checks.
+SUITES = [
+    (ROOT, ["tests"]),
+    (ROOT / "tortoise-neon", ["tests", "--deselect",
+                              "tests/test_errors.py::test_host_that_never_answers_times_out"]),
+    (ROOT, [".ci/checks"]),
+]
+# Then, with the trust in the URL: your tests, the CLI's migrations, a connect error.
 SSLROOTCERT_TESTS = [
-    "tests",
-    "tortoise-neon/tests/test_migrations.py",
-    "tortoise-neon/tests/test_errors.py::test_wrong_password",
+    (ROOT, ["tests"]),
+    (ROOT / "tortoise-neon", ["tests/test_migrations.py", "tests/test_errors.py::test_wrong_password"]),
 ]
 
 
-# 30 s against a silent socket of its own, never the database server: the normal run has it.
-NOT_AGAIN = ["--deselect", "tortoise-neon/tests/test_errors.py::test_host_that_never_answers_times_out"]
-
-
-def pytest(args: list[str], env: dict[str, str]) -> int:
-    return subprocess.run([sys.executable, "-m", "pytest", *args], env=env, check=False).returncode
+def pytest(suites: list[tuple[Path, list[str]]], args: list[str], env: dict[str, str]) -> int:
+    status = 0
+    for folder, suite in suites:
+        print(f"== {folder.relative_to(ROOT)}: pytest {' '.join(suite)}", flush=True)
+        status |= subprocess.run([sys.executable, "-m", "pytest", *suite, *args], env=env,
+                                 cwd=folder, check=False).returncode
+    return status
 
 
 def start_server() -> servers.PostgresServer | None:
@@ -60,11 +69,11 @@ def main(args: list[str]) -> int:
         shown = url.replace(quote(servers.APP_PASSWORD, safe=""), "***")
         print(f"== TEST_DATABASE_URL={shown} with SSL_CERT_FILE={server.ca_path}", flush=True)
         trusted = {**env, "TEST_DATABASE_URL": url, "SSL_CERT_FILE": str(server.ca_path)}
-        status = pytest([*SUITES, *NOT_AGAIN, *args], trusted)
+        status = pytest(SUITES, args, trusted)
 
         print("== The same server, trusted through sslrootcert= in TEST_DATABASE_URL", flush=True)
         env.pop("SSL_CERT_FILE", None)
-        status |= pytest(["-q", *SSLROOTCERT_TESTS, *args],
+        status |= pytest(SSLROOTCERT_TESTS, ["-q", *args],
                          {**env, "TEST_DATABASE_URL": f"{url}&sslrootcert={server.ca_path}"})
         print(f"== Outside-server runs: {'passed' if status == 0 else 'FAILED'} in "
               f"{time.monotonic() - started:.0f} s", flush=True)
