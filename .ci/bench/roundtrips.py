@@ -47,15 +47,15 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parent.parent.parent  # the checkout
+if str(ROOT / ".ci") not in sys.path:  # the template's checks: their budgets
+    sys.path.insert(0, str(ROOT / ".ci"))
 
 from tortoise_neon.testing import child_env, pglog, servers
-from tortoise_neon.testing.budgets import BUDGETS
 from tortoise_neon.testing.proxy import Flight, ProxyThread, Trace, describe_flights
 
 import asyncpg
+from checks.budgets import BUDGETS
 
 DELAY_MS = 25.0
 REPEATS = 7  # runs per script and delay; medians

@@ -29,10 +29,10 @@ from tortoise_neon.testing.proxy import ProxyThread, Trace
 
 import pytest
 
+from checks.budgets import BUDGETS, FIRST_RUN
 from checks.template import ROOT
 
 DELAY_MS = 100.0  # generous: a busy machine must not split one flight into two
-from tortoise_neon.testing.budgets import BUDGETS, FIRST_RUN
 
 
 @dataclass
@@ -116,7 +116,7 @@ def test_counter_sees_a_close_that_waits(tls_pg: Postgres, local_pg: servers.Pos
     """The instrument itself: plain asyncpg's close() waits for the server to hang up (one
     round trip that PromptCloseConnection saves), and the proxy counts it: exactly 12 (11 with
     direct TLS)."""
-    observed = run_counted(".ci/bench/plain_asyncpg.py", tls_pg, local_pg, dbname, tmp_path)
+    observed = run_counted(str(ROOT / ".ci/bench/plain_asyncpg.py"), tls_pg, local_pg, dbname, tmp_path)
     [trace] = observed.traces
     assert_negotiation(trace, local_pg, observed)
     # TCP, SSLRequest, TLS, SCRAM 3, CREATE TABLE, INSERT 2, SELECT 2, and the wait at close
