@@ -350,3 +350,30 @@ def test_an_empty_line_in_env_is_as_if_it_were_not_there(
     assert load_database_url(str(env_file)) is None
     assert load_database_url(str(env_file)) is None  # and again: nothing left behind
     assert load_database_url(str(env_file), name="DATABASE_URL_REPLICA") is None
+
+
+def test_env_file_is_found_beside_the_script_then_from_the_current_folder(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The package runs from site-packages, so ``.env`` is looked for from the script that runs
+    (``python app/main.py`` from anywhere), then from the current folder (``uvicorn``, ``python
+    -m tortoise``); never from the package's own folder."""
+    import subprocess
+    import sys
+
+    project = tmp_path / "project"
+    (project / "sub").mkdir(parents=True)
+    (project / ".env").write_text("DATABASE_URL=sqlite://x.sqlite3\n")
+    script = project / "sub" / "script.py"
+    script.write_text("from tortoise_neon.environment import find_env_file\nprint(find_env_file())\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {"PATH": ""}
+    beside = subprocess.run([sys.executable, str(script)], cwd=elsewhere, env=env, text=True,
+                            capture_output=True, check=False)
+    assert beside.stdout.strip() == str(project / ".env"), beside.stderr
+    code = "from tortoise_neon.environment import find_env_file; print(repr(find_env_file()))"
+    from_cwd = subprocess.run([sys.executable, "-c", code], cwd=project / "sub", env=env,
+                              text=True, capture_output=True, check=False)
+    assert from_cwd.stdout.strip() == repr(str(project / ".env")), from_cwd.stderr
+    nowhere = subprocess.run([sys.executable, "-c", code], cwd=elsewhere, env=env, text=True,
+                             capture_output=True, check=False)
+    assert nowhere.stdout.strip() == "''", nowhere.stderr

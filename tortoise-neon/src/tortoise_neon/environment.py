@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 from tortoise_neon.errors import DatabaseError
 from tortoise_neon.url import parse_database_url, parse_replica_urls
 from tortoise_neon.url_settings import REPLICA, DatabaseSettings
 
-from dotenv import dotenv_values, find_dotenv, load_dotenv
+from dotenv import dotenv_values, load_dotenv
 
 SQLITE_FILE = "quickstart.sqlite3"  # where the demo runs when DATABASE_URL is unset
 UNPOOLED = "DATABASE_URL_UNPOOLED"  # Neon's name for the direct string: for migrations
@@ -17,13 +19,31 @@ UNPOOLED = "DATABASE_URL_UNPOOLED"  # Neon's name for the direct string: for mig
 READ_ENV_FILE = True
 
 
+def find_env_file() -> str:
+    """The project's ``.env``: beside the script that runs (``python main.py``) or in a folder
+    above it, else in the current folder or above (``uvicorn app:app``, ``tortoise migrate``,
+    which run from the project's root); "" when there is none."""
+    main = getattr(sys.modules.get("__main__"), "__file__", None)
+    script = Path(main).resolve() if main and main.endswith(".py") else None
+    # a tool's own __main__ in the venv (python -m tortoise) says nothing about the project
+    installed = script is not None and script.is_relative_to(Path(sys.prefix).resolve())
+    starts = [script.parent] if script is not None and not installed else []
+    starts.append(Path.cwd())
+    for start in starts:
+        for folder in (start, *start.parents):
+            candidate = folder / ".env"
+            if candidate.is_file():
+                return str(candidate)
+    return ""
+
+
 def load_database_url(env_file: str | None = None, name: str = "DATABASE_URL") -> str | None:
     """DATABASE_URL (or ``name``) from the environment, or ``.env`` (which also fills one set but
     empty); None when unset. DATABASE_URL set but empty, with nothing in .env, is an error.
 
-    ``.env`` is python-dotenv's: beside the scripts or in a folder above them.
+    ``.env``: ``find_env_file()``.
     """
-    env_file = env_file or (find_dotenv() if READ_ENV_FILE else "")
+    env_file = env_file or (find_env_file() if READ_ENV_FILE else "")
     preset = name in os.environ  # set by the environment itself, not by .env below
     if env_file:
         try:
