@@ -9,7 +9,7 @@ start-up it only checks that every model's table and columns exist, and says how
 not. A database error at start-up (a wrong DATABASE_URL, a database that is down, a missing
 table) is one ``Error:`` line, as in the scripts.
 
-When the database is down or its compute restarts, the database package retries what is safe
+When the database is down or its compute restarts, the tortoise_neon library retries what is safe
 (a read, on a new connection) and the app answers 503 with ``Retry-After`` instead of a 500
 (``tortoise_neon.answer_503_when_down``): a POST whose connection was lost after it was sent says
 ``"may_have_been_saved": true``. ``/health`` is for the platform (it never wakes the database);
@@ -33,7 +33,7 @@ from main import User
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    # Connect with the database package's config, check the schema, close on shutdown.
+    # Connect with the library's config, check the schema, close on shutdown.
     async with RegisterTortoise(app, config=tortoise_neon.tortoise_config()):
         await tortoise_neon.check_schema()
         yield

@@ -1,7 +1,7 @@
 """Neon + Tortoise ORM quickstart: create a table, insert a user, list the newest users.
 
 Run it with `python main.py` (or `python main.py --name Ada`). DATABASE_URL comes from .env;
-the database package turns it into Tortoise's settings and handles what can go wrong.
+the tortoise_neon library turns it into Tortoise's settings and handles what can go wrong.
 """
 
 import argparse

@@ -1,6 +1,6 @@
-"""Your project's settings: the database package reads them, as Django reads settings.py.
+"""Your project's settings: the tortoise_neon library reads them, as Django reads settings.py.
 
-You edit this file; you never need to open ``tortoise_neon/``. DATABASE_URL (and
+You edit this file; the library (``tortoise-neon/``) is not yours to edit. DATABASE_URL (and
 DATABASE_URL_UNPOOLED, for migrations) come from the environment or ``.env``, not from here.
 """
 
