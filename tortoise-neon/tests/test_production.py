@@ -90,8 +90,9 @@ def test_cold_start_server_appears_after_two_seconds(pg: Postgres,
     assert "Added member #1" in out
 
 
-async def hold_schema_lock(pg: Postgres, dbname: str, waiters: int) -> None:
-    """Hold the schema lock until ``waiters`` sessions queue behind it, then let them all go."""
+async def hold_schema_lock(pg: Postgres, dbname: str, waiters: int) -> int:
+    """Hold the schema lock until ``waiters`` sessions queue behind it, then let them all go;
+    how many queued."""
     conn = await pg.admin(dbname)
     try:
         await conn.execute("SELECT pg_advisory_lock($1)", tortoise_neon.SCHEMA_LOCK_ID)
@@ -103,8 +104,7 @@ async def hold_schema_lock(pg: Postgres, dbname: str, waiters: int) -> None:
             if waiting >= waiters:
                 break
             await asyncio.sleep(0.1)
-        else:
-            raise AssertionError(f"only {waiting} of {waiters} runs reached schema creation")
+        return int(waiting)
     finally:
         await conn.close()  # releases the lock: all of them create the schema at once
 
@@ -112,14 +112,16 @@ async def hold_schema_lock(pg: Postgres, dbname: str, waiters: int) -> None:
 def concurrent_first_runs(pg: Postgres, dbname: str, url: str, tmp_path: Path) -> None:
     procs = [start_script("members.py", "--name", f"first run {i}", env=script_env(pg, url),
                           cwd=tmp_path) for i in range(20)]
+    waiting = 0
     try:
-        asyncio.run(hold_schema_lock(pg, dbname, waiters=20))
+        waiting = asyncio.run(hold_schema_lock(pg, dbname, waiters=20))
     finally:
         outcomes = [(proc.wait(timeout=180), proc.stderr.read()) for proc in procs]  # type: ignore[union-attr]
         for proc in procs:
             proc.stdout.close()  # type: ignore[union-attr]
             proc.stderr.close()  # type: ignore[union-attr]
     assert [err for code, err in outcomes if code != 0] == []  # 20 of 20 succeeded
+    assert waiting == 20, f"only {waiting} of 20 runs reached schema creation"
     assert query(pg, dbname, "SELECT count(*) FROM library_members")[0][0] == 20
 
 
