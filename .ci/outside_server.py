@@ -66,7 +66,7 @@ def main(args: list[str]) -> int:
         env = child_env()  # built for the run: nothing of the caller's database variables
 
         started = time.monotonic()
-        shown = url.replace(quote(servers.APP_PASSWORD, safe=""), "***")
+        shown = url.replace(quote(server.app_password, safe=""), "***")
         print(f"== TEST_DATABASE_URL={shown} with SSL_CERT_FILE={server.ca_path}", flush=True)
         trusted = {**env, "TEST_DATABASE_URL": url, "SSL_CERT_FILE": str(server.ca_path)}
         status = pytest(SUITES, args, trusted)

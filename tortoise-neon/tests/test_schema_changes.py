@@ -139,3 +139,33 @@ class Migration(migrations.Migration):
     assert "Applying models.0003_fill_emails... OK" in tortoise(project, env, "migrate")
     rows = query(pg, dbname, f"SELECT email FROM {TABLE} ORDER BY id")
     assert [r["email"] for r in rows] == ["ada@example.com", "grace.hopper@example.com"]
+
+
+def test_a_table_rename_to_a_name_with_double_quotes(pg: Postgres, dbname: str, db_url: str,
+                                                    tmp_path: Path) -> None:
+    """The names are quoted, whatever they hold: a ``"`` in one is part of the name, never the
+    end of it (here, with SQL after it that must not run)."""
+    project, env = library_project(tmp_path / "p"), script_env(pg, db_url)
+    with_rows(pg, dbname)
+    odd = 'members "old"; DROP TABLE tortoise_migrations; --'
+    (project / "migrations" / "0002_odd.py").write_text(f'''\
+import tortoise_neon
+from tortoise import migrations
+
+
+class Migration(migrations.Migration):
+    dependencies = [("models", "0001_initial")]
+
+    operations = tortoise_neon.rename_table("Member", "library_members", {odd!r})
+''')
+    assert "Applying models.0002_odd... OK" in tortoise(project, env, "migrate")
+    tables = {r["tablename"] for r in query(pg, dbname, "SELECT tablename FROM pg_tables WHERE "
+                                                        "schemaname = 'public'")}
+    assert odd in tables and TABLE not in tables and "tortoise_migrations" in tables
+    assert query(pg, dbname, "SELECT count(*) FROM " + '"' + odd.replace('"', '""') + '"'
+                 )[0][0] == 2
+
+    tortoise(project, env, "downgrade", "models", "0001_initial")  # the reverse rename
+    tables = {r["tablename"] for r in query(pg, dbname, "SELECT tablename FROM pg_tables WHERE "
+                                                        "schemaname = 'public'")}
+    assert TABLE in tables and odd not in tables

@@ -80,6 +80,15 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def quote_ident(name: str) -> str:
+    """``name`` as an SQL identifier, in double quotes (any ``"`` in it doubled): a table or a
+    column, a database, a role. PostgreSQL and SQLite read it the same way. A NUL character,
+    which no identifier can hold, is refused (ValueError)."""
+    if "\0" in name:
+        raise ValueError(f"an SQL identifier cannot hold a NUL character: {name!r}")
+    return '"' + name.replace('"', '""') + '"'
+
+
 async def create_schema() -> None:
     """Create the tables that do not exist yet, one process at a time (for models without
     migrations).
@@ -108,8 +117,9 @@ async def check_schema() -> None:
     for app in Tortoise.apps.values():
         for model in app.values():
             meta = model._meta
-            columns = ", ".join(f'"{c}"' for c in meta.fields_db_projection.values())
-            checks.append((meta.db_table, f'SELECT {columns} FROM "{meta.db_table}" LIMIT 0;'))
+            columns = ", ".join(quote_ident(c) for c in meta.fields_db_projection.values())
+            checks.append((meta.db_table,
+                           f"SELECT {columns} FROM {quote_ident(meta.db_table)} LIMIT 0;"))
     try:
         await client.execute_script("\n".join(sql for _, sql in checks))
     except Exception as exc:

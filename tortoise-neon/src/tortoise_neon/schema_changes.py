@@ -10,13 +10,16 @@ docs/schema-changes.md shows the migration to write.
 
 from __future__ import annotations
 
+from tortoise_neon.schema import quote_ident
+
 from tortoise.migrations import operations as ops
 
 
 def rename_table(model: str, old: str, new: str) -> list[ops.Operation]:
     """The operations of a migration that renames ``model``'s table from ``old`` to ``new``."""
+    quoted_old, quoted_new = quote_ident(old), quote_ident(new)  # any name, even with a "
     return [
-        ops.RunSQL(f'ALTER TABLE "{old}" RENAME TO "{new}"',
-                   reverse_sql=f'ALTER TABLE "{new}" RENAME TO "{old}"'),
+        ops.RunSQL(f"ALTER TABLE {quoted_old} RENAME TO {quoted_new}",
+                   reverse_sql=f"ALTER TABLE {quoted_new} RENAME TO {quoted_old}"),
         ops.AlterModelOptions(name=model, options={"table": new}),
     ]

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import tortoise_neon
+from tortoise_neon.schema import quote_ident
 from tortoise_neon.testing import servers
 from tortoise_neon.testing.fixtures import (
     Postgres,
@@ -153,7 +154,8 @@ def three_workers_on_seven_slots(few_slots: Postgres, tmp_path: Path, resource: 
 def app_database(server: servers.PostgresServer) -> str:
     """A new database on ``server`` owned by the app's role (kept until the server goes)."""
     name = f"slots_{uuid.uuid4().hex[:10]}"
-    servers.admin_execute(server, f"CREATE DATABASE {name} OWNER {servers.APP_USER}")
+    servers.admin_execute(server, f"CREATE DATABASE {quote_ident(name)} "
+                                  f"OWNER {quote_ident(servers.APP_USER)}")
     return name
 
 

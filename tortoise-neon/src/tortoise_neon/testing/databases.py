@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import urlsplit, urlunsplit
 
+from tortoise_neon.schema import quote_ident
 from tortoise_neon.testing import servers
 
 
@@ -42,11 +43,11 @@ def fresh_database(target: servers.Target) -> Iterator[str]:
     if isinstance(target, servers.PostgresServer):
         assert target.ca_path is not None
         url = target.url(name, query=f"sslmode=verify-full&sslrootcert={target.ca_path}")
-        owner = f" OWNER {servers.APP_USER}"
+        owner = f" OWNER {quote_ident(servers.APP_USER)}"
     else:
         url, owner = urlunsplit(urlsplit(target)._replace(path=f"/{name}")), ""
-    servers.admin_execute(target, f'CREATE DATABASE "{name}"{owner}')
+    servers.admin_execute(target, f"CREATE DATABASE {quote_ident(name)}{owner}")
     try:
         yield url
     finally:
-        servers.admin_execute(target, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        servers.admin_execute(target, f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")

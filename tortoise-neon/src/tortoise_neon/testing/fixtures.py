@@ -31,6 +31,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import tortoise_neon
+from tortoise_neon.schema import quote_ident
 from tortoise_neon.testing import hostnames, servers
 from tortoise_neon.testing.neon_proxy import NeonProxy, Target, in_front_of
 from tortoise_neon.testing.sealed import child_env, seal
@@ -261,12 +262,13 @@ def tls_pg(pg: Postgres) -> Postgres:
 def dbname(pg: Postgres) -> Iterator[str]:
     """A fresh, empty database for this test, dropped afterwards."""
     name = f"qs_test_{uuid.uuid4().hex[:10]}"
-    owner = f" OWNER {servers.APP_USER}" if pg.server else ""
-    servers.admin_execute(pg.target, f'CREATE DATABASE "{name}"{owner}')
+    owner = f" OWNER {quote_ident(servers.APP_USER)}" if pg.server else ""
+    servers.admin_execute(pg.target, f"CREATE DATABASE {quote_ident(name)}{owner}")
     try:
         yield name
     finally:
-        servers.admin_execute(pg.target, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        servers.admin_execute(pg.target,
+                              f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
 
 
 @pytest.fixture

@@ -545,8 +545,8 @@ def in_front_of(server: servers.PostgresServer, workdir: Path) -> NeonProxy:
     assert server.ca_path is not None
     cert, key = servers.issue_certificate(
         server.ca_path, [f"*.{hostnames.DOMAIN}", "localhost", "127.0.0.1"], workdir, "neon")
-    proxy = NeonProxy(Target(server.host, server.port), {servers.APP_USER: servers.APP_PASSWORD},
-                      (servers.SUPERUSER, servers.SUPER_PASSWORD), str(cert), str(key),
+    proxy = NeonProxy(Target(server.host, server.port), {servers.APP_USER: server.app_password},
+                      (servers.SUPERUSER, server.super_password), str(cert), str(key),
                       hostnames.DOMAIN)
     proxy.endpoints[hostnames.ENDPOINT] = Endpoint()
     return proxy

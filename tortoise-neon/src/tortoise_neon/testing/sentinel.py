@@ -20,6 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tortoise_neon.schema import quote_ident
 from tortoise_neon.testing import servers
 
 NAME = "sentinel"
@@ -30,7 +31,7 @@ def sentinel_env(server: servers.PostgresServer) -> dict[str, str]:
     url = server.url(NAME, query=f"sslmode=verify-full&sslrootcert={server.ca_path}")
     env = {name: url for name in VARIABLES}
     env.update(PGHOST=server.host, PGPORT=str(server.port), PGUSER=servers.APP_USER,
-               PGPASSWORD=servers.APP_PASSWORD, PGDATABASE=NAME, PGSSLROOTCERT=str(server.ca_path),
+               PGPASSWORD=server.app_password, PGDATABASE=NAME, PGSSLROOTCERT=str(server.ca_path),
                PGSSLMODE="verify-full")
     return env
 
@@ -64,7 +65,8 @@ def main(command: list[str]) -> int:
         return 1
     server = servers.start_postgres(builds[-1])
     try:
-        servers.admin_execute(server, f'CREATE DATABASE "{NAME}" OWNER {servers.APP_USER}')
+        servers.admin_execute(server, f"CREATE DATABASE {quote_ident(NAME)} "
+                                      f"OWNER {quote_ident(servers.APP_USER)}")
         variables = sentinel_env(server)
         env_file.write_text("".join(f'{name}="{variables[name]}"\n' for name in VARIABLES))
         offset = server.logfile.stat().st_size

