@@ -14,6 +14,8 @@ from tortoise_neon.connecting import is_not_ready
 from tortoise_neon.environment import load_database_url
 from tortoise_neon.errors import failure_reason
 from tortoise_neon.testing.fixtures import project
+from tortoise_neon.tls import ssl_option
+from tortoise_neon.url_settings import INSECURE_TLS, DatabaseSettings
 
 import asyncpg
 import pytest
@@ -22,8 +24,9 @@ NEON = "ep-cool-darkness-123456.us-east-2.aws.neon.tech"
 POOLER = "ep-cool-darkness-123456-pooler.us-east-2.aws.neon.tech"
 
 
-def credentials(url: str) -> dict:
-    return tortoise_config(parse_database_url(url))["connections"]["default"]["credentials"]
+def credentials(url: str, allow: bool | None = None) -> dict:
+    settings = parse_database_url(url, allow_insecure_tls=allow)
+    return tortoise_config(settings)["connections"]["default"]["credentials"]
 
 
 def assert_verified(ssl_value: object) -> None:
@@ -102,7 +105,9 @@ def test_sslnegotiation_direct_and_endpoint_option() -> None:
     ("postgresql://a:b@myneon.tech/db?sslmode=require", False, False),
     ("postgresql://a:b@db.example.com/db?sslmode=require&sslnegotiation=direct", True, False),
 ])
-def test_direct_tls_by_default_on_neon(url: str, direct: bool, fallback: bool) -> None:
+def test_direct_tls_by_default_on_neon(url: str, direct: bool, fallback: bool,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(INSECURE_TLS, "1")  # sslmode=prefer and disable to Neon: allowed here
     settings = parse_database_url(url)
     assert (settings.direct_tls, settings.direct_tls_fallback) == (direct, fallback)
     assert credentials(url)["direct_tls"] is direct
@@ -190,6 +195,79 @@ def test_explicit_weak_sslmode_is_honoured_and_said(mode: str, expected: object,
     url = f"postgresql://alex:pw@localhost/db?sslmode={mode}"
     assert credentials(url)["ssl"] == expected
     assert said in parse_database_url(url).describe()
+
+
+@pytest.mark.parametrize("mode", ["disable", "allow", "prefer"])
+@pytest.mark.parametrize("host", ["db.example.com", NEON, "127.0.0.2", "[2001:db8::1]", "10.0.0.5"])
+def test_weak_sslmode_to_a_remote_host_is_refused(host: str, mode: str) -> None:
+    url = f"postgresql://alex:TopSecret99@{host}/db?sslmode={mode}"
+    with pytest.raises(DatabaseError) as info:
+        parse_database_url(url)
+    line = str(info.value)
+    assert line.startswith(f"DATABASE_URL has sslmode={mode} for {host.strip('[]')}, a host not "
+                           "on this machine: ")
+    assert line.endswith(f"use sslmode=require (TLS, certificate verified), or set {INSECURE_TLS}"
+                         "=1 if you accept that risk (docs/connecting.md)")
+    assert "\n" not in line and "TopSecret99" not in line
+    allowed = parse_database_url(url, allow_insecure_tls=True)
+    assert allowed.sslmode == mode and allowed.allow_insecure_tls
+    assert allowed.describe().endswith(f"; a host not on this machine: allowed by {INSECURE_TLS})")
+    assert credentials(url.replace("TopSecret99", "pw"), allow=True)["ssl"] == (
+        False if mode == "disable" else mode)
+
+
+@pytest.mark.parametrize(("value", "allowed"), [
+    ("1", True), ("true", True), ("YES", True), (" on ", True),
+    ("0", False), ("", False), ("false", False), ("no", False), ("off", False),
+])
+def test_the_override_is_read_from_the_environment(value: str, allowed: bool,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(INSECURE_TLS, value)
+    url = "postgresql://alex:pw@db.example.com/db?sslmode=disable"
+    if allowed:
+        assert parse_database_url(url).allow_insecure_tls
+    else:
+        with pytest.raises(DatabaseError, match=f"or set {INSECURE_TLS}=1 if you accept"):
+            parse_database_url(url)
+    # what it never changes: verified TLS stays verified, a local host needs no override
+    assert_verified(credentials("postgresql://alex:pw@db.example.com/db?sslmode=require")["ssl"])
+    assert not parse_database_url("postgresql://a:b@localhost/db?sslmode=disable").allow_insecure_tls
+
+
+def test_an_override_that_says_neither_yes_nor_no_is_one_line(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(INSECURE_TLS, "please")
+    with pytest.raises(DatabaseError) as info:
+        parse_database_url("postgresql://alex:pw@db.example.com/db?sslmode=prefer")
+    assert str(info.value) == (f"{INSECURE_TLS}=please is not understood: set it to 1 to allow "
+                               "sslmode=disable, allow or prefer to a host not on this machine, "
+                               "or unset it")
+
+
+def test_the_refusal_names_the_variable_that_holds_the_url(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://a:b@localhost/db?sslmode=disable")
+    monkeypatch.setenv("DATABASE_URL_REPLICA", "postgresql://a:b@replica.example.com/db?sslmode=allow")
+    monkeypatch.setenv("DATABASE_URL_UNPOOLED", "postgresql://a:b@db.example.com/db?sslmode=prefer")
+    with pytest.raises(DatabaseError, match="^DATABASE_URL_REPLICA has sslmode=allow for "
+                                            "replica.example.com, a host not on this machine"):
+        tortoise_neon.load_settings()
+    with pytest.raises(DatabaseError, match="^DATABASE_URL_UNPOOLED has sslmode=prefer for "
+                                            "db.example.com, a host not on this machine"):
+        tortoise_neon.load_settings(for_migrations=True)
+    monkeypatch.setenv(INSECURE_TLS, "1")
+    assert tortoise_neon.load_settings().replicas[0].allow_insecure_tls
+
+
+def test_settings_made_by_hand_follow_the_same_rule() -> None:
+    """tls.py checks again: DatabaseSettings built without a URL get the same line."""
+    made = DatabaseSettings(engine="postgres", host="db.example.com", sslmode="disable")
+    with pytest.raises(DatabaseError, match="^DATABASE_URL has sslmode=disable for db.example"):
+        ssl_option(made)
+    made.allow_insecure_tls = True
+    assert ssl_option(made) is False
+    local = DatabaseSettings(engine="postgres", host="localhost", sslmode="prefer")
+    assert ssl_option(local) == "prefer"
 
 
 def test_local_host_without_sslmode_behaves_like_libpq_prefer() -> None:

@@ -22,7 +22,7 @@ DEPENDENCIES = {"tortoise", "asyncpg", "dotenv", "pypika", "pypika_tortoise",
 
 def imported(path: Path) -> set[str]:
     """The top-level names of the modules ``path`` imports (absolute imports only)."""
-    names = set()
+    names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             names.update(alias.name.split(".")[0] for alias in node.names)

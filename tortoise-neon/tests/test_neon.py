@@ -21,6 +21,7 @@ from tortoise_neon.testing.fixtures import (
     through_pgbouncer,
 )
 from tortoise_neon.testing.neon_proxy import NeonProxy
+from tortoise_neon.url_settings import INSECURE_TLS
 
 import pytest
 
@@ -101,7 +102,7 @@ FINAL = [  # (failure, URL changes, the line a user sees)
      (f"Inconsistent project name inferred from SNI ('{EP}-pooler') and project option ('{EP}')"
       f": the endpoint in options=endpoint%3D... must be the host's first part ({EP}-pooler); "
       "remove the option, the host name is enough")),
-    (None, {"query": "sslmode=disable"},
+    (None, {"query": "sslmode=disable", "insecure": "1"},  # DATABASE_ALLOW_INSECURE_TLS=1
       f"{P} requires TLS: remove sslmode=disable from DATABASE_URL"),
     ("DISABLED", {"host": "127.0.0.1", "query": f"sslmode=require&options=endpoint%3D{EP}"},
      (f"Neon endpoint {EP} is disabled (Control plane request failed: endpoint is disabled): it "
@@ -145,8 +146,9 @@ def test_final_failures_are_one_line_and_never_retried(
     endpoint = neon.endpoints[MAIN_ENDPOINT]
     endpoint.failure = getattr(neon_proxy, failure) if failure else None
     url = neon_url(neon, change.get("dbname", dbname),
-                   **{k: v for k, v in change.items() if k != "dbname"})
-    result = run_script("members.py", env=script_env(pg, url), cwd=tmp_path)
+                   **{k: v for k, v in change.items() if k not in ("dbname", "insecure")})
+    insecure = {INSECURE_TLS: change["insecure"]} if "insecure" in change else {}
+    result = run_script("members.py", env=script_env(pg, url, **insecure), cwd=tmp_path)
     assert error_line(result) == expected
     assert change.get("password", "s3cret") not in result.stdout + result.stderr
     assert " not ready (" not in result.stderr and endpoint.attempts <= 1  # not retried

@@ -62,12 +62,19 @@ def _same_file(a: str, b: str) -> bool:
 
 def tortoise_config(
     settings: DatabaseSettings | None = None, models: Iterable[str] | None = None,
-    migrations: str = "migrations",
+    migrations: str = "migrations", *, announce: bool | None = None,
 ) -> dict[str, Any]:
     """Tortoise's config dict for these settings (by default, from DATABASE_URL), for ``models``
-    (by default settings.MODELS) and the migrations in the package ``migrations``."""
+    (by default settings.MODELS) and the migrations in the package ``migrations``.
+
+    ``announce``: the first connection logs the line the scripts print ("Connected to
+    PostgreSQL at ... (TLS on, certificate verified)") through the ``database`` logger, once
+    per process. By default, when the settings are read here: an app's ``tortoise_config()``.
+    """
     if models is None:
         models = project_models()
+    if announce is None:
+        announce = settings is None
     if settings is None:
         settings = load_settings()
     if settings.engine == "sqlite":
@@ -76,7 +83,7 @@ def tortoise_config(
             "credentials": {"file_path": settings.database},
         }
     else:
-        credentials = pool_credentials(settings)
+        credentials = pool_credentials(settings, announce=announce)
         if settings.replicas:  # DATABASE_URL_REPLICA: reads go there (replicas.py)
             credentials["replicas"] = [pool_credentials(r) for r in settings.replicas]
         # Tortoise's asyncpg client with retries and the statement-cache switch (client.py)
@@ -95,8 +102,9 @@ def tortoise_config(
     }
 
 
-def pool_credentials(settings: DatabaseSettings) -> dict[str, Any]:
-    """The connection pool's settings for one server, in Tortoise's terms."""
+def pool_credentials(settings: DatabaseSettings, *, announce: bool = False) -> dict[str, Any]:
+    """The connection pool's settings for one server, in Tortoise's terms (``announce``: see
+    ``tortoise_config``)."""
     credentials: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
@@ -111,7 +119,7 @@ def pool_credentials(settings: DatabaseSettings) -> dict[str, Any]:
         # one, so an idle app lets Neon scale the compute to zero (docs/app-on-neon.md).
         "minsize": 0,
         "maxsize": settings.pool_size,  # pool_size= in the URL (docs/replicas-and-workers.md)
-        "connect": RetryingConnect(settings),
+        "connect": RetryingConnect(settings, announce=announce),
         "reset": keep_session,
         "connection_class": PromptCloseConnection,
     }

@@ -71,8 +71,11 @@ class RetryingConnect:
     compute waking from scale-to-zero) and any reconnect later on.
     """
 
-    def __init__(self, settings: DatabaseSettings) -> None:
+    def __init__(self, settings: DatabaseSettings, *, announce: bool = False) -> None:
         self.settings = settings
+        # The first connection made is said in the log (an app's start-up), as the scripts
+        # print it: how it connected, TLS verified or not (DatabaseSettings.describe).
+        self.announce = announce
         # Set by client.py when a pooler loses prepared statements: new connections go without.
         self.statement_cache_off = False
         self.pool: Any = None  # the pool this fills (pool.py sets it): what it holds already
@@ -133,6 +136,9 @@ class RetryingConnect:
             else:
                 for listener in CONNECTED:
                     listener()
+                if self.announce:
+                    self.announce = False  # once: the pool's later connections say nothing
+                    log.warning("%s", s.describe())
                 return connection
 
     def fall_back(self, exc: BaseException) -> None:

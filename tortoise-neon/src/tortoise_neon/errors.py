@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tortoise_neon.constraints import violation
+from tortoise_neon.url_settings import is_local_host
 
 import asyncpg
 from tortoise.exceptions import BaseORMException, ValidationError
@@ -225,6 +226,15 @@ def explain_connect_error(exc: BaseException, s: DatabaseSettings) -> str:
         )
     if isinstance(exc, ssl.SSLError):
         return f"TLS failed at {s.host} ({exc.reason or exc}): check sslmode in {s.variable}"
+    if "rejected SSL upgrade" in message and not is_local_host(s.host):
+        # Never "add sslmode=disable": anyone on the way can send this answer (docs/connecting.md).
+        # With sslmode=allow (DATABASE_ALLOW_INSECURE_TLS=1), asyncpg tried without TLS first.
+        sent = ", so nothing was sent (not the password either)" if s.verified else ""
+        return (
+            f"TLS was refused on the way to {s.address}: the server, or a device between, "
+            f"answered that it does not speak TLS{sent}; check the host and port in "
+            f"{s.variable}, and that the server has TLS on"
+        )
     if "rejected SSL upgrade" in message:
         return (
             f"{s.host} does not offer TLS: for a trusted server on your own network, add "

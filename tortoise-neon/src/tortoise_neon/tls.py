@@ -5,14 +5,17 @@ from __future__ import annotations
 import ssl
 
 from tortoise_neon.errors import DatabaseError
-from tortoise_neon.url_settings import DatabaseSettings
+from tortoise_neon.url import refuse_insecure_tls
+from tortoise_neon.url_settings import WEAK_SSLMODES, DatabaseSettings
 
 ALPN = "postgresql"  # PostgreSQL 17+ refuses direct TLS without it; asyncpg sets it only on its own
 
 
 def ssl_option(settings: DatabaseSettings) -> ssl.SSLContext | str | bool:
-    """asyncpg's ``ssl`` argument: a verifying context unless the URL explicitly opted out."""
-    if settings.sslmode in ("disable", "allow", "prefer"):
+    """asyncpg's ``ssl`` argument: a verifying context unless the URL explicitly opted out (for
+    a host not on this machine, only with DATABASE_ALLOW_INSECURE_TLS=1: ``allow_insecure_tls``)."""
+    if settings.sslmode in WEAK_SSLMODES:
+        refuse_insecure_tls(settings)  # settings made by hand: the same rule as a URL's
         return False if settings.sslmode == "disable" else settings.sslmode
     try:
         context = ssl.create_default_context(cafile=settings.sslrootcert)  # verifies name + chain

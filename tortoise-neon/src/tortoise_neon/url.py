@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from tortoise_neon.errors import DatabaseError
-from tortoise_neon.url_settings import DatabaseSettings
+from tortoise_neon.url_settings import INSECURE_TLS, DatabaseSettings, is_local_host
 
-LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 NEON_DOMAIN = "neon.tech"  # its proxy takes direct TLS: the default there (docs/connecting.md)
 NEON_CACHE = 100  # statements cached per connection on Neon's pooler (asyncpg's default size)
 SSLMODES = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"}
@@ -21,11 +21,14 @@ PLACEHOLDER = re.compile(r"<[A-Za-z][\w -]*>")  # .env.example's <user>, <passwo
 SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
 
 
-def parse_database_url(url: str) -> DatabaseSettings:
+def parse_database_url(url: str, *, allow_insecure_tls: bool | None = None) -> DatabaseSettings:
     """Parse a DATABASE_URL, raising DatabaseError with a one-line fix for anything wrong.
 
     The line never holds the password, nor a piece of it: a password with unencoded special
     characters splits the URL in odd places, so what looks like a host may be part of it.
+
+    ``sslmode=disable``, ``allow`` or ``prefer`` to a host not on this machine is refused unless
+    ``allow_insecure_tls`` (by default: DATABASE_ALLOW_INSECURE_TLS=1 in the environment).
     """
     url = url.strip().strip("'\"").strip()
     if PLACEHOLDER.search(url):
@@ -110,11 +113,39 @@ def parse_database_url(url: str) -> DatabaseSettings:
         database=database,
         pooled=host.split(".")[0].endswith("-pooler"),
     )
-    _apply_query(settings, dict(parse_qsl(parts.query, keep_blank_values=True)))
+    _apply_query(settings, dict(parse_qsl(parts.query, keep_blank_values=True)),
+                 allow_insecure_tls)
     return settings
 
 
-def _apply_query(settings: DatabaseSettings, params: dict[str, str]) -> None:
+def insecure_tls_allowed() -> bool:
+    """DATABASE_ALLOW_INSECURE_TLS from the environment (or .env, once loaded): 1 allows
+    connections without verified TLS to hosts not on this machine."""
+    value = os.environ.get(INSECURE_TLS, "").strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    raise DatabaseError(f"{INSECURE_TLS}={_shown(value)} is not understood: set it to 1 to allow "
+                        "sslmode=disable, allow or prefer to a host not on this machine, or unset it")
+
+
+def refuse_insecure_tls(settings: DatabaseSettings) -> None:
+    """sslmode=disable, allow or prefer to a host not on this machine, not allowed by the user:
+    one line, with the cause and the fix (never the password)."""
+    if not settings.insecure_remote or settings.allow_insecure_tls:
+        return
+    risk = ("the password and the data would cross the network unencrypted"
+            if settings.sslmode == "disable" else
+            "anything on the way could turn TLS off or pose as the server, and read the password")
+    raise DatabaseError(
+        f"{settings.variable} has sslmode={settings.sslmode} for {_shown(settings.host, 100)}, a host "
+        f"not on this machine: {risk}; use sslmode=require (TLS, certificate verified), or set "
+        f"{INSECURE_TLS}=1 if you accept that risk (docs/connecting.md)")
+
+
+def _apply_query(settings: DatabaseSettings, params: dict[str, str],
+                 allow_insecure_tls: bool | None = None) -> None:
     """Apply the URL's query parameters (libpq's names) to the settings."""
     sslmode = params.pop("sslmode", None)
     ssl_flag = params.pop("ssl", None)  # the guide's form: ?ssl=true
@@ -126,7 +157,7 @@ def _apply_query(settings: DatabaseSettings, params: dict[str, str]) -> None:
         sslmode = "require"
     said = f"sslmode={sslmode}" if sslmode else "no sslmode (prefer, on this machine)"
     if sslmode is None:  # nothing said: verify remote hosts, be libpq-like on this machine
-        sslmode = "prefer" if settings.host in LOCAL_HOSTS else "verify-full"
+        sslmode = "prefer" if is_local_host(settings.host) else "verify-full"
     if sslmode not in SSLMODES:
         raise DatabaseError(
             f"DATABASE_URL has sslmode={_shown(sslmode)}: use one of {', '.join(sorted(SSLMODES))}"
@@ -160,6 +191,10 @@ def _apply_query(settings: DatabaseSettings, params: dict[str, str]) -> None:
     if params.pop("channel_binding", "prefer") == "require" and settings.sslmode != "verify-full":
         raise DatabaseError(f"DATABASE_URL has channel_binding=require with {said}: "
                             "use sslmode=require (verified TLS), as Neon's string does")
+    if settings.insecure_remote:  # asked for in so many words, or refused (docs/connecting.md)
+        settings.allow_insecure_tls = (insecure_tls_allowed() if allow_insecure_tls is None
+                                       else allow_insecure_tls)
+        refuse_insecure_tls(settings)
 
     if "statement_cache_size" in params:
         settings.statement_cache_size = _number(params.pop("statement_cache_size"),
@@ -189,12 +224,13 @@ def _apply_query(settings: DatabaseSettings, params: dict[str, str]) -> None:
         )
 
 
-def parse_replica_urls(value: str, variable: str = "DATABASE_URL_REPLICA") -> list[DatabaseSettings]:
+def parse_replica_urls(value: str, variable: str = "DATABASE_URL_REPLICA", *,
+                       allow_insecure_tls: bool | None = None) -> list[DatabaseSettings]:
     """DATABASE_URL_REPLICA: one connection string, or several separated by commas."""
     replicas = []
     for url in re.split(r",\s*(?=['\"]?postgres(?:ql)?://)", value.strip(), flags=re.IGNORECASE):
         try:
-            settings = parse_database_url(url)
+            settings = parse_database_url(url, allow_insecure_tls=allow_insecure_tls)
         except DatabaseError as exc:  # the line names the variable that holds the mistake
             raise DatabaseError(str(exc).replace("DATABASE_URL", variable, 1)) from None
         if settings.engine != "postgres":

@@ -7,6 +7,17 @@ from dataclasses import dataclass, field
 CONNECT_DEADLINE = 30.0  # seconds for all connect attempts together (URL: connect_timeout=)
 POOL_SIZE = 5  # connections one process may open at most (URL: pool_size=)
 REPLICA = "DATABASE_URL_REPLICA"  # read replicas' strings, comma-separated (Prisma's name)
+# This machine: the only hosts a connection without verified TLS may go to, unless the user
+# sets INSECURE_TLS (docs/connecting.md, "TLS"). A name or address of this machine's other
+# interfaces (127.0.0.2, its LAN address) counts as remote: the check is on the text only.
+LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
+INSECURE_TLS = "DATABASE_ALLOW_INSECURE_TLS"  # =1: sslmode=disable/allow/prefer to remote hosts
+WEAK_SSLMODES = ("disable", "allow", "prefer")  # not encrypted, or not verified
+
+
+def is_local_host(host: str) -> bool:
+    """This machine: localhost, 127.0.0.1, ::1, or a Unix socket's directory (a path)."""
+    return host in LOCAL_HOSTS or host.startswith("/")
 
 
 @dataclass
@@ -31,6 +42,19 @@ class DatabaseSettings:
     replicas: list[DatabaseSettings] = field(default_factory=list)
     server_settings: dict[str, str] = field(default_factory=dict)
     variable: str = "DATABASE_URL"  # where the URL came from, for the error lines
+    # sslmode=disable, allow or prefer to a host not on this machine: refused unless True (the
+    # user set DATABASE_ALLOW_INSECURE_TLS=1; url.py sets it when parsing, tls.py checks it)
+    allow_insecure_tls: bool = False
+
+    @property
+    def verified(self) -> bool:
+        """TLS with the certificate and host name verified (or a local SQLite file)."""
+        return self.engine == "sqlite" or self.sslmode not in WEAK_SSLMODES
+
+    @property
+    def insecure_remote(self) -> bool:
+        """Not verified, to a host not on this machine: what DATABASE_ALLOW_INSECURE_TLS allows."""
+        return not self.verified and not is_local_host(self.host)
 
     @property
     def address(self) -> str:
@@ -58,6 +82,8 @@ class DatabaseSettings:
         if self.engine == "sqlite":
             return f"Connected to {self.where}"
         notes = [self.tls_description]
+        if self.insecure_remote:
+            notes.append(f"a host not on this machine: allowed by {INSECURE_TLS}")
         if self.pooled:
             notes.append("pooled endpoint")
         if self.statement_cache_size == 0:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 import tortoise_neon.environment
+from tortoise_neon.url_settings import INSECURE_TLS
 
 # What a child process may inherit: where programs and the home folder are, the locale, the
 # temporary folder, CI (a nested suite skips nothing there either), and the CA trust that
@@ -19,9 +20,10 @@ PASSED_ON = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "T
 
 
 def names_a_database(key: str) -> bool:
-    """DATABASE_URL and its kin (_UNPOOLED, _REPLICA, ...), libpq's PG* variables (asyncpg
-    reads them), but not TEST_DATABASE_URL."""
-    return key != "TEST_DATABASE_URL" and ("DATABASE_URL" in key or key.startswith("PG"))
+    """DATABASE_URL and its kin (_UNPOOLED, _REPLICA, ...), DATABASE_ALLOW_INSECURE_TLS,
+    libpq's PG* variables (asyncpg reads them), but not TEST_DATABASE_URL."""
+    return key != "TEST_DATABASE_URL" and ("DATABASE_URL" in key or key.startswith("PG")
+                                           or key == INSECURE_TLS)
 
 
 def seal() -> None:
