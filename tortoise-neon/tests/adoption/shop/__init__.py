@@ -1,0 +1,1 @@
+"""The shop: its models and its web app."""
