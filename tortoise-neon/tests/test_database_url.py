@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import ssl
 import sys
 import types
@@ -404,17 +405,23 @@ def test_a_url_without_a_user_is_described_without_one() -> None:
     assert described.startswith("Connected to PostgreSQL at localhost:5432/db (")
 
 
-def test_a_database_url_set_but_empty_is_never_a_silent_sqlite(
-        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """`export DATABASE_URL=` left in a shell: .env fills it (load_dotenv alone would not), and
-    with nothing in .env it is one line, not the SQLite demo."""
+def test_a_variable_set_but_empty_counts_as_not_set(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """`export DATABASE_URL=` left in a shell: empty counts as not set, so .env fills it (said
+    once, as a warning), and with nothing in .env it is unset (the announced SQLite demo)."""
     monkeypatch.setenv("DATABASE_URL", " ")
     env_file = tmp_path / ".env"
     env_file.write_text(f'DATABASE_URL="postgresql://alex:secret@{POOLER}/neondb"\n')
-    assert load_database_url(str(env_file)) == f"postgresql://alex:secret@{POOLER}/neondb"
+    with caplog.at_level("WARNING", logger="tortoise_neon"):
+        assert load_database_url(str(env_file)) == f"postgresql://alex:secret@{POOLER}/neondb"
+    assert [r.getMessage() for r in caplog.records] == [
+        (f"DATABASE_URL is empty in the environment: using the one in {env_file} (an empty "
+         "variable counts as not set; to leave it unset, empty or delete its line in .env)")]
+    assert os.environ["DATABASE_URL"] == f"postgresql://alex:secret@{POOLER}/neondb"
+    monkeypatch.setenv("DATABASE_URL", "")
     env_file.write_text("OTHER=1\n")
-    with pytest.raises(DatabaseError, match=r"^DATABASE_URL is set but empty: give it your "):
-        load_database_url(str(env_file))
+    assert load_database_url(str(env_file)) is None
+    assert "DATABASE_URL" not in os.environ  # what the rule reads, for whatever reads it next
     monkeypatch.setenv("DATABASE_URL_UNPOOLED", "")  # the direct string falls back, as documented
     assert load_database_url(str(env_file), name="DATABASE_URL_UNPOOLED") is None
 

@@ -253,11 +253,44 @@ def used_a_closed_connection(exc: BaseException) -> bool:
         isinstance(exc, asyncpg.InternalClientError) and "cannot switch to state" in str(exc))
 
 
+READ_ONLY = "25006"  # read_only_sql_transaction: a hot standby, a Neon read replica
+
+
+def read_only_error(exc: BaseException) -> BaseException | None:
+    """The server's "read-only transaction" error (SQLSTATE 25006) in ``exc``'s cause chain:
+    asyncpg's ReadOnlySQLTransactionError, which Tortoise may wrap (TransactionManagementError,
+    OperationalError); or its text, where a proxy re-sent it as XX000."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if getattr(current, "sqlstate", None) == READ_ONLY or (
+                isinstance(current, asyncpg.InternalServerError)
+                and "in a read-only transaction" in str(current)):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def explain_read_only(exc: BaseException) -> str:
+    """The line for a write (a migration, the schema check) on a server that only reads."""
+    from tortoise_neon import environment  # here: environment imports this module
+
+    variable = environment.IN_USE
+    first = (str(exc).splitlines() or [""])[0]
+    return (f"The server in {variable} is read-only, a read replica or hot standby ({first}): "
+            f"{variable} needs the primary's connection string (on Neon, the branch's read-write "
+            "compute, not a read replica's); replicas go in DATABASE_URL_REPLICA")
+
+
 def explain_error(exc: BaseException) -> str:
     """One line for a database or network error that reached the top."""
     broken = violation(exc)
     if broken is not None:
         return broken.line()
+    read_only = read_only_error(exc)
+    if read_only is not None:
+        return explain_read_only(read_only)
     while (isinstance(exc, BaseORMException) and isinstance(exc.__cause__, Exception)
            and not isinstance(exc, ValidationError)):  # its text names the field; the cause not
         exc = exc.__cause__  # Tortoise wraps the driver's error: explain the original

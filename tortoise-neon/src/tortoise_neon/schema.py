@@ -18,6 +18,15 @@ from tortoise.utils import get_schema_sql
 
 SCHEMA_LOCK_ID = 7_245_019_388  # pg_advisory_xact_lock key: one schema change at a time
 
+# check_schema's first statement on PostgreSQL: a server whose transactions are read-only (a hot
+# standby, a Neon read replica's string in DATABASE_URL) fails as a write would there (25006).
+READ_ONLY_CHECK = """DO $$ BEGIN
+  IF current_setting('transaction_read_only') = 'on' THEN
+    RAISE EXCEPTION USING ERRCODE = 'read_only_sql_transaction',
+      MESSAGE = 'transaction_read_only is on: the app''s writes would fail';
+  END IF;
+END $$;"""
+
 
 async def migrate(apps: Mapping[str, dict[str, Any]]) -> None:
     """Apply the migrations not applied yet, one process at a time: what ``tortoise migrate``
@@ -110,7 +119,9 @@ async def check_schema() -> None:
 
     One message, one round trip: ``SELECT <columns> FROM <table> LIMIT 0`` for each model. A
     missing table or column raises the driver's error, which ``explain_error`` turns into the
-    line that names the fix (``tortoise makemigrations`` then ``tortoise migrate``).
+    line that names the fix (``tortoise makemigrations`` then ``tortoise migrate``). On
+    PostgreSQL the same message first checks that the server takes writes: on a read replica
+    the app would start, then fail on its first write (``explain_error``: the primary's string).
     """
     client = connections.get("default")
     checks = []
@@ -120,8 +131,9 @@ async def check_schema() -> None:
             columns = ", ".join(quote_ident(c) for c in meta.fields_db_projection.values())
             checks.append((meta.db_table,
                            f"SELECT {columns} FROM {quote_ident(meta.db_table)} LIMIT 0;"))
+    first = [READ_ONLY_CHECK] if client.capabilities.dialect == "postgres" else []
     try:
-        await client.execute_script("\n".join(sql for _, sql in checks))
+        await client.execute_script("\n".join([*first, *(sql for _, sql in checks)]))
     except Exception as exc:
         if not isinstance(exc.__cause__ or exc, asyncpg.UndefinedColumnError):
             raise
