@@ -546,7 +546,8 @@ def test_neon_proxy_texts_as_errors_py_matches_them() -> None:
     from tortoise_neon.testing import neon_proxy
 
     settings = tortoise_neon.parse_database_url(
-        "postgresql://u:p@ep-cool-1.eu-central-1.aws.neon.tech/neondb?sslmode=disable")
+        "postgresql://u:p@ep-cool-1.eu-central-1.aws.neon.tech/neondb?sslmode=disable",
+        allow_insecure_tls=True)  # the case under test: a user who turned TLS off
     fake = type("Fake", (), {"domain": "eu-central-1.aws.neon.tech"})()
     with pytest.raises(neon_proxy.Refused) as inconsistent:
         neon_proxy.NeonProxy._endpoint_id(fake, "ep-a.eu-central-1.aws.neon.tech",  # type: ignore[arg-type]
