@@ -5,18 +5,21 @@
   request the database could not serve answers 503 with
   ``Retry-After``, and the why goes to the server's log as one line (never to the client); a
   write that breaks a constraint answers 409 (a duplicate) or 422 (the request's own values:
-  a missing one, a reference to nothing, a failed check), naming the field or the constraint.
+  a missing one, a reference to nothing, a failed check, a value the model refused), naming
+  the field (the constraint's name too with ``show_constraint_names=True``). Its log line says
+  the field and the kind of failure, escaped and cut short: never the client's values.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from tortoise_neon.client import LOST, MaybeSaved, Unavailable
-from tortoise_neon.constraints import violation
+from tortoise_neon.constraints import printable, refusal, violation
 from tortoise_neon.errors import USER_FACING, DatabaseError, explain_error
 from tortoise_neon.replicas import ReadYourWrites
 
@@ -62,13 +65,17 @@ class OneLineStartupErrors:
         await self.app(scope, receive, send_one_line)
 
 
-def answer_503_when_down(app: FastAPI) -> None:
+def answer_503_when_down(app: FastAPI, *, show_constraint_names: bool = False) -> None:
     """Register the handler: a database that is down, restarting or unreachable is a 503.
 
     The body says whether the change may have been saved (a write whose connection was lost
     after it was sent: ``"may_have_been_saved": true``, check before sending it again); the
     log gets the same ``Error: ...`` line the scripts print, once per request. Errors that are
     bugs are not handled here: they keep their traceback and their 500.
+
+    A write a constraint refused answers 409/422 naming the field; ``show_constraint_names``
+    adds the constraint's name (``library_members_handle_key``: it names the table) to the
+    body, for an API whose clients may know the schema. Off by default.
     """
     # The driver's own connection errors, not Python's ConnectionError: that one can come from
     # anything else an endpoint talks to (another HTTP API), which is not the database.
@@ -76,33 +83,44 @@ def answer_503_when_down(app: FastAPI) -> None:
 
     for kind in (DatabaseError, *(kind for kind in LOST if kind is not ConnectionError)):
         app.add_exception_handler(kind, _database_unavailable)  # type: ignore[arg-type]
-    app.add_exception_handler(IntegrityError, _constraint_broken)  # type: ignore[arg-type]
+    constraint_broken = functools.partial(_constraint_broken,
+                                          show_constraint_names=show_constraint_names)
+    app.add_exception_handler(IntegrityError, constraint_broken)  # type: ignore[arg-type]
     app.add_exception_handler(ValidationError, _invalid_for_the_model)  # type: ignore[arg-type]
     # With DATABASE_URL_REPLICA: a client reads its own writes in its next requests.
     app.add_middleware(ReadYourWrites)  # type: ignore[arg-type]
     _log_through_uvicorn()
 
 
-async def _constraint_broken(request: Request, exc: Exception) -> JSONResponse:
+async def _constraint_broken(request: Request, exc: Exception, *,
+                             show_constraint_names: bool = False) -> JSONResponse:
     """409 or 422 for a write a constraint refused (nothing saved); other integrity errors
-    are bugs: raised again, they keep their traceback and their 500."""
+    are bugs: raised again, they keep their traceback and their 500. The log line names the
+    table, field and constraint (the server's names, never the values)."""
     from fastapi.responses import JSONResponse
 
     broken = violation(exc)
     if broken is None:
         raise exc
-    log.warning("%s %s: %s", request.method, request.url.path, broken.line())
-    return JSONResponse(broken.body(), status_code=broken.status)
+    log.warning("%s %s: %s", _where(request), printable(request.url.path),
+                printable(broken.line()))
+    return JSONResponse(broken.body(show_constraint_names), status_code=broken.status)
 
 
 async def _invalid_for_the_model(request: Request, exc: Exception) -> JSONResponse:
-    """422 for values a model's field refused before anything was sent (``name: ...``)."""
+    """422 for values a model's field refused before anything was sent: the field and the
+    kind of failure (``the value is longer than 50 characters``), never the value."""
     from fastapi.responses import JSONResponse
 
-    field, _, why = str(exc).partition(": ")
-    log.warning("%s %s: refused by the model: %s", request.method, request.url.path, exc)
-    body = {"detail": why, "field": field} if why else {"detail": str(exc)}
+    field, kind = refusal(exc)
+    log.warning("%s %s: refused by the model: %s%s", _where(request),
+                printable(request.url.path), f"field {field}: " if field else "", kind)
+    body = {"detail": kind, "field": field} if field else {"detail": kind}
     return JSONResponse(body, status_code=422)
+
+
+def _where(request: Request) -> str:
+    return printable(request.method, 20)
 
 
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:

@@ -191,7 +191,7 @@ class Client(Resilient, AsyncpgDBClient):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         replicas = kwargs.pop("replicas", None)
         super().__init__(*args, **kwargs)
-        self.replicas = Replicas(replicas, cookie_key(kwargs)) if replicas else None
+        self.replicas = Replicas(replicas, cookie_key()) if replicas else None
 
     async def create_pool(self, **kwargs: Any) -> Any:
         from tortoise_neon.pool import create_pool

@@ -4,7 +4,10 @@ PostgreSQL names the constraint and the column (SQLSTATE 23505 unique, 23503 for
 23502 not null, 23514 check); SQLite names the column in its message. The app answers 409 when
 the row conflicts with one already there (unique), 422 when the request's own values are at
 fault (a missing value, a reference to nothing, a failed check); the scripts print one line.
-The values themselves are never repeated: they are the client's data.
+The values themselves are never repeated: they are the client's data. The app's answers name
+the field; the constraint too only when ``answer_503_when_down(app, show_constraint_names=True)``
+asks (its name names the table). A value a model's field refused (Tortoise's ValidationError,
+whose text holds the value) becomes the field and a kind of failure (``refusal``).
 """
 
 from __future__ import annotations
@@ -41,12 +44,13 @@ class Violation:
     def what(self) -> str:
         return KINDS[self.sqlstate][1]
 
-    def body(self) -> dict[str, object]:
-        """The JSON body of the app's answer: what broke, never the values."""
+    def body(self, show_constraint: bool = False) -> dict[str, object]:
+        """The JSON body of the app's answer: what broke, never the values; the constraint's
+        name only with ``show_constraint`` (it names the table, for anyone who asks)."""
         body: dict[str, object] = {"detail": self.what}
         if self.field:
             body["field"] = self.field
-        if self.constraint:
+        if self.constraint and show_constraint:
             body["constraint"] = self.constraint
         return body
 
@@ -77,3 +81,43 @@ def violation(exc: BaseException) -> Violation | None:
             table, _, field = (found.group(2) or "").partition(".")
             return Violation(SQLITE[found.group(1)], table or None, field or None, None)
     return None
+
+
+# A model field's name (Tortoise's ValidationError reads ``<field>: <why>``).
+FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}", re.ASCII)
+# Tortoise's validator texts that hold no value of the client's: kept as they are.
+VALUE_FREE = re.compile(r"Value must not be None|Value must be a numeric value and is required|"
+                        r"Value should be (?:greater|less) or equal to [-+0-9.eE]{1,40}", re.ASCII)
+
+
+def refusal(exc: BaseException) -> tuple[str | None, str]:
+    """The field and the kind of failure of a value a model refused (Tortoise's
+    ValidationError), never the value: Tortoise's text repeats it (``Length of '<value>' ...``)."""
+    text = str(exc)
+    field, colon, why = text.partition(": ")
+    if not colon or not FIELD_NAME.fullmatch(field):
+        field, why = "", text
+    return field or None, _kind(why)
+
+
+def _kind(why: str) -> str:
+    length = re.search(r"' [0-9]+ ([<>]) ([0-9]+)\Z", why)
+    if why.startswith("Length of '") and length:
+        more = "longer" if length.group(1) == ">" else "shorter"
+        return f"the value is {more} than {length.group(2)} characters"
+    if why.startswith("Value '") and "' does not match regex '" in why:
+        return "the value does not match the field's pattern"
+    address = re.search(r"' is not a valid (IPv4|IPv6|IPv4 or IPv6) address\.\Z", why)
+    if why.startswith("'") and address:
+        return f"the value is not a valid {address.group(1)} address"
+    if VALUE_FREE.fullmatch(why):
+        return why
+    return "the model refused the value"
+
+
+def printable(text: str, limit: int = 200) -> str:
+    """``text`` for one log line: newlines, other control and unprintable characters, and
+    backslashes escaped as ``repr`` does (``\\n``, ``\\x1b``), cut after ``limit`` characters."""
+    escaped = "".join(c if c.isprintable() and c != "\\" else repr(c)[1:-1]
+                      for c in text[:limit])
+    return escaped + ("..." if len(text) > limit else "")

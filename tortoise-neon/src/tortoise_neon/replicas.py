@@ -9,8 +9,9 @@ Routing (``client.py`` asks ``Replicas.for_read()`` before each statement):
   which ``answer_503_when_down`` installs). Its later reads go to a replica only once that
   replica has replayed that far (``pg_last_wal_replay_lsn()``, one round trip, once per
   request), else to the primary; when a replica has caught up, the cookie is cleared. The
-  cookie is signed: a forged or edited one sends that client's own reads to the primary, and
-  does nothing else.
+  cookie is signed with READ_YOUR_WRITES_SECRET when it is set (never with anything derived from
+  the database's credentials); a cookie that does not parse, verify, or is older than
+  COOKIE_MAX_AGE is ignored and cleared: that client's reads go where they would without it.
 
 A replica that is down, waking or far behind costs no request: the read runs on the primary
 (one log line), and the replica is tried again ``RETRY_AFTER`` seconds later. An idle app opens
@@ -46,7 +47,15 @@ RETRY_AFTER = 30.0  # seconds a replica that failed (down, waking, far behind) i
 FAR_BEHIND = 30.0  # a replica that has not replayed a write this many seconds old lags far
 ACQUIRE_WAIT = 5.0  # seconds a read waits for a replica connection before using the primary
 COOKIE = "db_wal"  # the primary's WAL position after the client's last write, signed
-LSN = re.compile(r"[0-9A-F]{1,8}/[0-9A-F]{1,8}")
+# The cookie's signing key: a secret meant for it, the same for every worker (never derived from
+# the database's password). Unset: the cookie is unsigned (docs/replicas-and-workers.md).
+SECRET = "READ_YOUR_WRITES_SECRET"
+SECRET_MIN_LENGTH = 32
+COOKIE_MAX_AGE = 300  # seconds: an older cookie is ignored (and the browser drops it then)
+CLOCK_SKEW = 60  # seconds a worker's clock may be ahead of another's (a cookie "from the future")
+# <LSN>.<unix time>[.<HMAC-SHA256, 32 hex digits>]: ASCII only, whatever the client sends
+COOKIE_FORMAT = re.compile(
+    r"([0-9A-F]{1,8}/[0-9A-F]{1,8})\.([0-9]{1,12})(?:\.([0-9a-f]{32}))?", re.ASCII)
 LOCKING = re.compile(r"\bFOR\s+(?:NO\s+KEY\s+)?(?:UPDATE|SHARE|KEY\s+SHARE)\b", re.IGNORECASE)
 # Has the replica replayed the client's write? (A server that is not a standby has everything.)
 CAUGHT_UP = "SELECT coalesce(pg_last_wal_replay_lsn() >= $1::text::pg_lsn, true)"
@@ -62,7 +71,8 @@ class Reads:
     written_at: float = 0.0  # when the primary was at that position (time.time())
     replica: Replica | None = None  # the replica this request reads from (checked once)
     caught_up: bool | None = None  # whether that replica has replayed ``must_see``
-    forged: bool = False  # a cookie that did not verify: reads to the primary, cookie cleared
+    trusted: bool = False  # ``must_see`` came from a signed cookie: it may judge the replica
+    bad_cookie: bool = False  # a cookie that did not parse, verify or was too old: cleared
 
 
 _reads: ContextVar[Reads | None] = ContextVar("database_reads", default=None)
@@ -200,7 +210,9 @@ class ReplicaConnection:
             reads.caught_up = bool(await self.connection.fetchval(CAUGHT_UP, reads.must_see))
             if not reads.caught_up:
                 age = time.time() - reads.written_at
-                if age > FAR_BEHIND:
+                # Only a signed position may put the replica aside for every client: an unsigned
+                # one is the client's word, and could only choose where its own reads go.
+                if age > FAR_BEHIND and reads.trusted:
                     self.replica.failed(Behind(), f"it has not replayed a write made {age:.0f} s "
                                                   "ago")
         if reads.caught_up is False:
@@ -222,16 +234,16 @@ class ReplicaConnection:
 class Replicas:
     """The replicas of one client (DATABASE_URL_REPLICA), and where each read goes."""
 
-    def __init__(self, credentials: list[dict[str, Any]], key: bytes) -> None:
+    def __init__(self, credentials: list[dict[str, Any]], key: bytes | None) -> None:
         self.replicas = [Replica(c) for c in credentials]
         self._turns = itertools.cycle(self.replicas)
-        self.key = key  # signs the cookie (from the primary's password: every worker has it)
+        self.key = key  # signs the cookie (READ_YOUR_WRITES_SECRET); None: the cookie is unsigned
         self.served: Counter[str] = Counter()  # reads served: "replica", "primary"
 
     def for_read(self) -> tuple[Replica, Reads] | None:
         """The replica this read goes to, or None for the primary."""
         reads = current()
-        if reads.wrote or reads.forged or _pinned.get() or reads.caught_up is False:
+        if reads.wrote or _pinned.get() or reads.caught_up is False:
             return None
         if reads.replica is not None and reads.replica.usable():
             return reads.replica, reads
@@ -250,36 +262,60 @@ class Replicas:
     # --- the cookie: the primary's WAL position after a client's write ------------------------
 
     def sign(self, text: str) -> str:
-        return hmac.new(self.key, text.encode(), hashlib.sha256).hexdigest()[:20]
+        """The HMAC of the cookie's text, keyed by READ_YOUR_WRITES_SECRET ("" when unsigned)."""
+        if self.key is None:
+            return ""
+        message = f"{COOKIE}\0{text}".encode("ascii")
+        return hmac.new(self.key, message, hashlib.sha256).hexdigest()[:32]
 
-    def cookie_value(self, position: str) -> str:
-        text = f"{position}.{int(time.time())}"
-        return f"{text}.{self.sign(text)}"
+    def cookie_value(self, position: str, written: int | None = None) -> str:
+        """``<position>.<time>``, and ``.<signature>`` when there is a secret: nothing in it
+        comes from the database's credentials."""
+        text = f"{position}.{int(time.time()) if written is None else written}"
+        signature = self.sign(text)
+        return f"{text}.{signature}" if signature else text
 
-    def read_cookie(self, value: str, reads: Reads) -> None:
-        """The client's last write, from its cookie; one that does not verify (edited, forged,
-        or signed with another password) keeps this request's reads on the primary."""
-        position, _, rest = value.partition(".")
-        written, _, signature = rest.partition(".")
-        text = f"{position}.{written}"
-        if LSN.fullmatch(position) and written.isdigit() and hmac.compare_digest(
-                signature, self.sign(text)):
-            reads.must_see, reads.written_at = position, float(written)
-        else:
-            reads.forged = True  # unverified: this request reads from the primary
+    def read_cookie(self, value: str, reads: Reads) -> bool:
+        """The client's last write, from its cookie. One that does not parse (any non-ASCII
+        byte), does not verify, or is older than COOKIE_MAX_AGE is as if absent, and marked to
+        be cleared: never an error, and never a reason to read from the primary."""
+        found = COOKIE_FORMAT.fullmatch(value)
+        if found is not None:
+            position, written, signature = found.groups()
+            age = time.time() - int(written)
+            fresh = -CLOCK_SKEW <= age <= COOKIE_MAX_AGE
+            if self.key is None:
+                valid = signature is None
+            else:
+                valid = signature is not None and hmac.compare_digest(
+                    signature.encode("ascii"), self.sign(f"{position}.{written}").encode("ascii"))
+            if fresh and valid:
+                reads.must_see, reads.written_at = position, float(written)
+                reads.trusted, reads.bad_cookie = self.key is not None, False
+                return True
+        reads.bad_cookie = True
+        return False
 
     async def close(self) -> None:
         for replica in self.replicas:
             await replica.close()
 
 
-def cookie_key(credentials: dict[str, Any]) -> bytes:
-    """The cookie's signing key: from the primary's password, user, host and database, which
-    every process of the app has and no client does."""
-    password = credentials.get("password")
-    password = password() if callable(password) else password
-    material = "\0".join(str(credentials.get(k) or "") for k in ("user", "host", "database"))
-    return hashlib.sha256(f"tortoise_neon.replicas\0{password or ''}\0{material}".encode()).digest()
+def cookie_key() -> bytes | None:
+    """The cookie's signing key: READ_YOUR_WRITES_SECRET (the environment or ``.env``, read as
+    DATABASE_URL is), which every worker must share; None when it is unset (the cookie is then
+    unsigned). Nothing a client receives derives from the database's credentials."""
+    from tortoise_neon.environment import load_database_url
+
+    secret = load_database_url(name=SECRET)
+    if secret is None:
+        return None
+    if len(secret) < SECRET_MIN_LENGTH:
+        raise DatabaseError(
+            f"{SECRET} has {len(secret)} characters: give it {SECRET_MIN_LENGTH} or more random "
+            "ones, the same for every worker (python -c \"import secrets; "
+            "print(secrets.token_urlsafe(32))\"), or unset it for an unsigned cookie")
+    return secret.encode()
 
 
 class ReadYourWrites:
@@ -302,13 +338,15 @@ class ReadYourWrites:
         token = _reads.set(reads)
         replicas = _replicas_in_use()
         if replicas is not None:
-            value = _cookie(scope, COOKIE)
-            if value:
-                replicas.read_cookie(value, reads)
+            # Several (a parent domain's, planted beside this host's): the first that verifies.
+            for value in _cookies(scope, COOKIE):
+                if replicas.read_cookie(value, reads):
+                    break
+        secure = scope.get("scheme") == "https"
 
         async def send_with_position(message: Any) -> None:
             if message["type"] == "http.response.start" and replicas is not None:
-                header = await _set_cookie(replicas, reads, message.get("status", 500))
+                header = await _set_cookie(replicas, reads, message.get("status", 500), secure)
                 if header:
                     message = {**message, "headers": [*message.get("headers", []),
                                                       (b"set-cookie", header.encode())]}
@@ -331,18 +369,21 @@ def _replicas_in_use() -> Replicas | None:
     return getattr(client, "replicas", None)
 
 
-def _cookie(scope: Any, name: str) -> str | None:
+def _cookies(scope: Any, name: str) -> list[str]:
+    """The request's cookies named ``name`` (not empty), in order."""
+    values = []
     for key, value in scope.get("headers", []):
         if key == b"cookie":
             for part in value.decode("latin-1").split(";"):
                 cookie_name, _, cookie_value = part.strip().partition("=")
-                if cookie_name == name:
-                    return cookie_value
-    return None
+                if cookie_name == name and cookie_value:
+                    values.append(cookie_value)
+    return values
 
 
-async def _set_cookie(replicas: Replicas, reads: Reads, status: int) -> str | None:
-    attributes = "Path=/; HttpOnly; SameSite=Lax"
+async def _set_cookie(replicas: Replicas, reads: Reads, status: int,
+                      secure: bool = False) -> str | None:
+    attributes = "Path=/; HttpOnly; SameSite=Lax" + ("; Secure" if secure else "")
     if reads.wrote and status < 400:
         from tortoise import connections
 
@@ -355,8 +396,8 @@ async def _set_cookie(replicas: Replicas, reads: Reads, status: int) -> str | No
             log.warning("Could not read the primary's WAL position after a write (%s): this "
                         "client's next reads may come from a replica", failure_reason(exc))
             return None
-        return f"{COOKIE}={replicas.cookie_value(position)}; {attributes}"
-    if reads.forged or (reads.must_see is not None and reads.caught_up):
+        return f"{COOKIE}={replicas.cookie_value(position)}; Max-Age={COOKIE_MAX_AGE}; {attributes}"
+    if reads.bad_cookie or (reads.must_see is not None and reads.caught_up):
         return f"{COOKIE}=; Max-Age=0; {attributes}"  # the replica has it: nothing to carry
     return None
 
