@@ -1,6 +1,7 @@
 """The README's path on one database, top to bottom, in a copy of the repository: `python
 main.py`, "Adding a model" (its blog.py, its MODELS line), "Migrations", the scripts and the app
-on the grown schema, "Tests" (its test_posts.py), and the copy's own tests, green.
+on the grown schema, "Tests" (its test_posts.py), and the copy's own tests, green; then
+`ruff check .` and `mypy` on the grown copy, clean.
 Then a model change without a migration: one line, and the fix the line names.
 """
 
@@ -89,6 +90,15 @@ def test_the_readme_path_on_one_database(pg: Postgres, dbname: str, db_url: str,
     assert re.search(r"^\d+ passed", tested.splitlines()[-1]), tested
     assert "skipped" not in tested.splitlines()[-1] and "failed" not in tested, tested
     assert "test_posts.py" in ok(run(repo, env, "-m", "pytest", "--co", "-q"))  # yours ran
+
+    # The two commands the README names, as CI runs them, on the grown copy: its examples pass.
+    tools = Path(sys.executable).parent
+    assert "`ruff check .` and `mypy`" in README
+    for tool in (["ruff", "check", "."], ["mypy"]):
+        checked = subprocess.run([str(tools / tool[0]), *tool[1:]], cwd=repo, env=env, text=True,
+                                 capture_output=True, timeout=300, check=False)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        assert "blog.py" not in checked.stdout and "test_posts" not in checked.stdout
 
     # A model change without a migration: one line naming the fix, nothing written.
     main = repo / "main.py"

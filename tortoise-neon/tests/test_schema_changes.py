@@ -1,5 +1,6 @@
 """The recipes of docs/schema-changes.md, followed on the library's project with rows in its
-table: a required column, a table rename; then the next generated migration still works."""
+table: a required column, a table rename, a column shortened below its rows; then the next
+generated migration still works."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tortoise_neon.testing.apps import start_uvicorn
 from tortoise_neon.testing.fixtures import (
     Postgres,
     execute,
@@ -21,11 +23,25 @@ from tests.project import library_project
 TABLE = "library_members"
 
 
-def tortoise(project: Path, env: dict[str, str], *args: str) -> str:
+def tortoise(project: Path, env: dict[str, str], *args: str, code: int = 0) -> str:
+    """``python -m tortoise ARGS`` in ``project``: its output, or with ``code`` 1 its stderr."""
     result = subprocess.run([sys.executable, "-m", "tortoise", *args], cwd=project, env=env,
                             text=True, capture_output=True, timeout=120, check=False)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
+    assert result.returncode == code, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    return result.stderr if code else result.stdout
+
+
+def app_startup_errors(project: Path, env: dict[str, str], log: Path) -> list[str]:
+    """``uvicorn web:app`` in ``project``, which must stop at start-up: its ERROR lines."""
+    server, _ = start_uvicorn(env, log, "web:app", cwd=project)
+    try:
+        assert server.wait(90) != 0, log.read_text()
+    finally:
+        if server.poll() is None:
+            server.kill()
+    assert "Traceback" not in log.read_text(), log.read_text()
+    return [line for line in log.read_text().splitlines() if line.startswith("ERROR:")]
 
 
 def with_rows(pg: Postgres, dbname: str) -> None:
@@ -78,10 +94,15 @@ def test_a_table_rename_keeps_the_rows_and_the_next_migration_works(
     with_rows(pg, dbname)
     edit(project / "members.py", 'TABLE = "library_members"', 'TABLE = "people"')
     assert "No changes detected" in tortoise(project, env, "makemigrations")  # Tortoise's blind spot
+    # The line names both tables, the model's new one and the one with the rows, and the fix:
+    # from a script (its migrate() at the start) and from an app's check_schema().
+    line = ('The model Member\'s table is "people" (its Meta.table), but its rows are in '
+            '"library_members", the table its migrations made: write the migration that renames '
+            'it, tortoise_neon.rename_table("Member", "library_members", "people") '
+            "(docs/schema-changes.md), then run `tortoise migrate`")
     before = run_script(str(project / "members.py"), env=env, cwd=tmp_path)
-    assert before.returncode == 1
-    assert 'relation "people" does not exist' in before.stderr
-    assert "if you changed the model's Meta.table" in before.stderr  # the line leads on
+    assert before.returncode == 1 and before.stderr.splitlines() == [f"Error: {line}"], before.stderr
+    assert app_startup_errors(project, env, tmp_path / "app.log")[0] == f"ERROR:    Error: {line}"
 
     (project / "migrations" / "0002_people.py").write_text('''\
 import tortoise_neon
@@ -97,6 +118,10 @@ class Migration(migrations.Migration):
     after = run_script(str(project / "members.py"), "--name", "Linus", env=env, cwd=tmp_path)
     assert after.returncode == 0, after.stderr
     assert "3 members; newest: Linus, Grace Hopper, Ada" in after.stdout
+    # The migrations' state knows the new table, and nothing else changed: no stray migration.
+    assert "No changes detected" in tortoise(project, env, "makemigrations")
+    assert sorted(p.name for p in (project / "migrations").glob("0*.py")) == [
+        "0001_initial.py", "0002_people.py"]
 
     # The next change, generated: an AddField on the renamed table.
     edit(project / "members.py", "    joined_at = ",
@@ -169,3 +194,44 @@ class Migration(migrations.Migration):
     tables = {r["tablename"] for r in query(pg, dbname, "SELECT tablename FROM pg_tables WHERE "
                                                         "schemaname = 'public'")}
     assert TABLE in tables and odd not in tables
+
+
+def test_a_column_shortened_below_its_rows_is_one_line_and_keeps_them(
+        pg: Postgres, dbname: str, db_url: str, tmp_path: Path) -> None:
+    """``max_length`` 50 -> 10 with "Grace Hopper" (12) in the table: `tortoise migrate` and a
+    script stop with one line (table, column, why, the fix), roll back, and keep the rows; the
+    fix the line names (a RunSQL UPDATE before the AlterField) then goes through."""
+    project, env = library_project(tmp_path / "p"), script_env(pg, db_url)
+    with_rows(pg, dbname)
+    edit(project / "members.py", "name = fields.CharField(max_length=50)",
+         "name = fields.CharField(max_length=10)")
+    assert "Created models.0002" in tortoise(project, env, "makemigrations")
+    [migration] = (project / "migrations").glob("0002_*.py")
+    assert "ops.AlterField(" in migration.read_text()
+
+    line = ('Error: Cannot change the column "name" of "library_members" from VARCHAR(50) to '
+            "VARCHAR(10): rows it holds refuse the new type (value too long for type character "
+            "varying(10)); the migration was rolled back and the rows are as they were. Shorten "
+            "or convert those rows first, in a data migration: a RunSQL UPDATE before the "
+            "AlterField (docs/schema-changes.md), then run `tortoise migrate` again")
+    assert tortoise(project, env, "migrate", code=1).splitlines() == [line]
+    script = run_script(str(project / "members.py"), env=env, cwd=tmp_path)
+    assert script.returncode == 1 and script.stderr.splitlines() == [line], script.stderr
+
+    def state() -> tuple[list[str], int, int]:
+        names = [r["name"] for r in query(pg, dbname, f"SELECT name FROM {TABLE} ORDER BY id")]
+        [length] = query(pg, dbname, "SELECT character_maximum_length FROM "
+                                     "information_schema.columns WHERE table_name = $1 AND "
+                                     "column_name = 'name'", TABLE)
+        [applied] = query(pg, dbname, "SELECT count(*) FROM tortoise_migrations")
+        return names, length[0], applied[0]
+
+    assert state() == (["Ada", "Grace Hopper"], 50, 1)  # rolled back: rows, type, history
+
+    # The fix the line names, in the generated migration, before its AlterField.
+    edit(migration, "    operations = [\n",
+         "    operations = [\n        ops.RunSQL(\"UPDATE library_members SET name = left(name, 10) "
+         "WHERE length(name) > 10\", reverse_sql=ops.RunSQL.noop),\n")
+    assert f"Applying models.{migration.stem}... OK" in tortoise(project, env, "migrate")
+    assert state() == (["Ada", "Grace Hopp"], 10, 2)
+    assert "No changes detected" in tortoise(project, env, "makemigrations")

@@ -283,6 +283,43 @@ def explain_read_only(exc: BaseException) -> str:
             "compute, not a read replica's); replicas go in DATABASE_URL_REPLICA")
 
 
+# A column's new type that the rows it holds refuse (class 22: a value too long, out of range, not
+# a valid input), or that PostgreSQL cannot cast to by itself.
+REFUSED_TYPE = (asyncpg.DataError, asyncpg.DatatypeMismatchError, asyncpg.CannotCoerceError)
+
+
+def refused_type_change(exc: BaseException) -> str | None:
+    """The line for a migration's ``ALTER COLUMN ... TYPE`` that the rows refused: the table and
+    the column (from the schema editor's frame, where Tortoise built the statement), why, the
+    fix. None for any other error."""
+    seen: set[int] = set()
+    chain: list[BaseException] = []
+    while exc is not None and id(exc) not in seen:  # the error and the ones it wraps
+        seen.add(id(exc))
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    driver = next((e for e in chain if isinstance(e, REFUSED_TYPE)), None)
+    if driver is None:
+        return None
+    for error in chain:
+        tb = error.__traceback__
+        while tb is not None:
+            frame = tb.tb_frame
+            names = frame.f_locals
+            if (frame.f_code.co_name == "_alter_field" and "qualified_table" in names
+                    and names.get("old_sql_type") != names.get("new_sql_type")):
+                table, column = names["model"]._meta.db_table, names["new_db_field"]
+                old_type, new_type = names["old_sql_type"], names["new_sql_type"]
+                why = str(driver).splitlines()[0]
+                return (f'Cannot change the column "{column}" of "{table}" from {old_type} to '
+                        f"{new_type}: rows it holds refuse the new type ({why}); the migration "
+                        "was rolled back and the rows are as they were. Shorten or convert "
+                        "those rows first, in a data migration: a RunSQL UPDATE before the "
+                        "AlterField (docs/schema-changes.md), then run `tortoise migrate` again")
+            tb = tb.tb_next
+    return None
+
+
 def explain_error(exc: BaseException) -> str:
     """One line for a database or network error that reached the top."""
     broken = violation(exc)
@@ -291,6 +328,9 @@ def explain_error(exc: BaseException) -> str:
     read_only = read_only_error(exc)
     if read_only is not None:
         return explain_read_only(read_only)
+    refused = refused_type_change(exc)
+    if refused is not None:
+        return refused
     while (isinstance(exc, BaseORMException) and isinstance(exc.__cause__, Exception)
            and not isinstance(exc, ValidationError)):  # its text names the field; the cause not
         exc = exc.__cause__  # Tortoise wraps the driver's error: explain the original

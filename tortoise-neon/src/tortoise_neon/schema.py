@@ -10,6 +10,7 @@ from tortoise_neon.errors import MIGRATE, DatabaseError
 import asyncpg
 from tortoise import Tortoise, connections
 from tortoise.exceptions import BaseORMException
+from tortoise.migrations.autodetector import MigrationAutodetector
 from tortoise.migrations.executor import MigrationExecutor
 from tortoise.migrations.loader import MigrationLoader
 from tortoise.migrations.recorder import MigrationRecorder
@@ -47,8 +48,18 @@ async def migrate(apps: Mapping[str, dict[str, Any]]) -> None:
     if client.capabilities.dialect != "postgres":
         await MigrationExecutor(client, dict(apps)).migrate()
         return
-    if await _applied_count(client, on_disk) == len(on_disk):
-        return
+    tables = _model_tables(apps)
+    try:  # up to date, and every model's table there: one message
+        if await _applied_count(client, on_disk, tables) == len(on_disk):
+            return
+    except Exception as exc:
+        if not isinstance(exc.__cause__ or exc, asyncpg.UndefinedTableError):
+            raise
+        if await _applied_count(client, on_disk) == len(on_disk):  # a table missing, all applied
+            renamed = await _rename_line(client, apps)
+            if renamed:
+                raise DatabaseError(renamed) from None
+            return  # the query that needs it says which, and the fix
     async with in_transaction("default") as transaction:
         await transaction.execute_script(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_ID})")
         await MigrationExecutor(transaction, dict(apps)).migrate()
@@ -63,18 +74,64 @@ def _migrations_on_disk(apps: Mapping[str, dict[str, Any]]) -> list[tuple[str, s
     return sorted((key.app_label, key.name) for key in loader.disk_migrations)
 
 
-async def _applied_count(client: Any, on_disk: list[tuple[str, str]]) -> int:
+async def _applied_count(client: Any, on_disk: list[tuple[str, str]],
+                         tables: list[str] | None = None) -> int:
     """How many of ``on_disk`` the database has applied: one message, one round trip.
 
     Under the advisory lock, it creates Tortoise's migrations table if missing (as
     ``tortoise migrate`` does first), so that counting never fails on a fresh database.
+    With ``tables``, the same message checks that they exist (UndefinedTableError if not).
     """
     keys = ", ".join(f"({_literal(app)}, {_literal(name)})" for app, name in on_disk)
+    checks = "".join(f"SELECT FROM {quote_ident(table)} LIMIT 0;\n" for table in tables or [])
     async with client.acquire_connection() as connection:
         status = await connection.execute(
             f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_ID});\n{_recorder_table_sql(client)};\n"
-            f"SELECT 1 FROM tortoise_migrations WHERE (app, name) IN ({keys})")
+            f"{checks}SELECT 1 FROM tortoise_migrations WHERE (app, name) IN ({keys})")
     return int(status.split()[-1])  # the last statement's status: "SELECT <rows>"
+
+
+def _model_tables(apps: Mapping[str, dict[str, Any]]) -> list[str]:
+    """The tables of the models of ``apps`` (as Tortoise loaded them)."""
+    return sorted({model._meta.db_table for label in apps for model in _loaded(label).values()})
+
+
+def _loaded(label: str) -> dict[str, Any]:
+    """The models Tortoise loaded for the app ``label`` (none before ``Tortoise.init``)."""
+    apps = Tortoise.apps
+    return dict(apps[label]) if apps is not None and label in apps else {}
+
+
+async def _rename_line(client: Any, apps: Mapping[str, dict[str, Any]] | None = None
+                       ) -> str | None:
+    """The line for a model whose table is missing while the table its migrations made (and
+    its rows) is there: its ``Meta.table`` changed, and no migration renamed the table.
+
+    Only on that failure: it replays the migrations on disk as ``makemigrations`` does
+    (no database), then asks the database which of the two tables it has (one round trip).
+    """
+    config = dict(apps if apps is not None else getattr(Tortoise.apps, "_config", {}) or {})
+    try:
+        detector = MigrationAutodetector(Tortoise.apps, config)
+        await detector.loader.build_graph()
+        state = await detector._project_state()
+    except Exception:  # noqa: BLE001 - no migrations, or ones that do not load: no such line
+        return None
+    for label in config:
+        for name, model in _loaded(label).items():
+            recorded = state.models.get((label, model.__name__))
+            new, old = model._meta.db_table, recorded.table if recorded else None
+            if not old or old == new:
+                continue
+            [row] = await client.execute_query_dict(
+                "SELECT to_regclass($1) IS NOT NULL AS old, to_regclass($2) IS NOT NULL AS new",
+                [quote_ident(old), quote_ident(new)])
+            if row["old"] and not row["new"]:
+                return (f'The model {name}\'s table is "{new}" (its Meta.table), but its rows are '
+                        f'in "{old}", the table its migrations made: write the migration that '
+                        f'renames it, tortoise_neon.rename_table("{name}", "{old}", "{new}") '
+                        "(docs/schema-changes.md), then run `tortoise migrate`")
+    return None
 
 
 def _recorder_table_sql(client: Any) -> str:
@@ -119,7 +176,8 @@ async def check_schema() -> None:
 
     One message, one round trip: ``SELECT <columns> FROM <table> LIMIT 0`` for each model. A
     missing table or column raises the driver's error, which ``explain_error`` turns into the
-    line that names the fix (``tortoise makemigrations`` then ``tortoise migrate``). On
+    line that names the fix (``tortoise makemigrations`` then ``tortoise migrate``); a table
+    missing because ``Meta.table`` changed gets the line that names both tables. On
     PostgreSQL the same message first checks that the server takes writes: on a read replica
     the app would start, then fail on its first write (``explain_error``: the primary's string).
     """
@@ -135,6 +193,10 @@ async def check_schema() -> None:
     try:
         await client.execute_script("\n".join([*first, *(sql for _, sql in checks)]))
     except Exception as exc:
+        if isinstance(exc.__cause__ or exc, asyncpg.UndefinedTableError):
+            renamed = await _rename_line(client)  # a Meta.table change: both tables, the fix
+            if renamed:
+                raise DatabaseError(renamed) from None
         if not isinstance(exc.__cause__ or exc, asyncpg.UndefinedColumnError):
             raise
         # PostgreSQL's line names the column, not its table: find it (only on this failure).
