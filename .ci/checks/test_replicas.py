@@ -88,4 +88,6 @@ def test_main_with_every_slot_taken_says_the_cause_and_the_fix(few_slots: Postgr
     result, _ = every_slot_taken(few_slots, url, "main.py")
     line = error_line(result, written="Inserted")
     assert line.startswith("Error: The database had no free connection slot for 5 s"), line
-    assert "use the pooled connection string (the -pooler host), or lower pool_size" in line
+    assert ("put a pooler such as PgBouncer in front of the server, lower pool_size in "
+            "DATABASE_URL, or raise the server's max_connections") in line  # 127.0.0.1: not Neon
+    assert "-pooler" not in line, line

@@ -342,8 +342,12 @@ def test_a_script_with_every_slot_taken_names_the_cause_and_the_fix(
     assert line.startswith("Error: The database had no free connection slot for 5 s "
                            f"(DATABASE_URL at {host}: "), line
     assert "remaining connection slots are reserved" in line
-    assert ("close connections other programs hold, or use the pooled connection string (the "
-            "-pooler host), or lower pool_size in DATABASE_URL") in line
+    fix = ("use the pooled connection string (the -pooler host), or lower pool_size in "
+           "DATABASE_URL" if through == "neon-proxy" else  # Neon's pooled string on Neon only
+           "put a pooler such as PgBouncer in front of the server, lower pool_size in "
+           "DATABASE_URL, or raise the server's max_connections")
+    assert f"close connections other programs hold, or {fix}" in line
+    assert ("-pooler" in line) == (through == "neon-proxy"), line
     assert "host and port" not in line
     assert took < 25, took
 
@@ -374,4 +378,5 @@ def test_a_request_with_no_connection_and_no_free_slot_answers_503(
     lines = [line for line in log.read_text().splitlines() if line.startswith("ERROR:")]
     assert len(lines) == 1, lines
     assert "Error: The database had no free connection slot for 5 s" in lines[0]
-    assert "or lower pool_size in DATABASE_URL" in lines[0]
+    assert ("put a pooler such as PgBouncer in front of the server, lower pool_size in "
+            "DATABASE_URL, or raise the server's max_connections") in lines[0]  # not Neon

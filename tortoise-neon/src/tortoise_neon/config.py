@@ -18,6 +18,16 @@ import asyncpg
 
 DEFAULT_MODELS = ["main"]  # without a settings.py: main.py's User
 
+# Seconds a connection may sit idle in a process's pool before it is closed (asyncpg's
+# max_inactive_connection_lifetime), read when the config is built: set it before.
+# Direct string: each connection holds one of the compute's few slots, so a burst's extra ones
+# go back 10 s after their last statement (docs/replicas-and-workers.md, "Idle connections").
+IDLE_TIMEOUT = 10.0
+# Pooled string (the -pooler host): a connection holds a slot of Neon's PgBouncer (10,000), not
+# the compute's, and reopening one costs a TLS handshake and authentication: kept as asyncpg
+# keeps them by default.
+POOLED_IDLE_TIMEOUT = 300.0
+
 
 def project_models() -> list[str]:
     """``MODELS`` from the project's ``settings.py`` (beside main.py), or ``["main"]``."""
@@ -119,6 +129,8 @@ def pool_credentials(settings: DatabaseSettings, *, announce: bool = False) -> d
         # one, so an idle app lets Neon scale the compute to zero (docs/app-on-neon.md).
         "minsize": 0,
         "maxsize": settings.pool_size,  # pool_size= in the URL (docs/replicas-and-workers.md)
+        # An idle connection is closed after this many seconds (and not reopened: no floor)
+        "max_inactive_connection_lifetime": idle_timeout(settings),
         "connect": RetryingConnect(settings, announce=announce),
         "reset": keep_session,
         "connection_class": PromptCloseConnection,
@@ -126,6 +138,12 @@ def pool_credentials(settings: DatabaseSettings, *, announce: bool = False) -> d
     if settings.statement_cache_size is not None:
         credentials["statement_cache_size"] = settings.statement_cache_size
     return credentials
+
+
+def idle_timeout(settings: DatabaseSettings) -> float:
+    """Seconds an idle connection to this server is kept: ``IDLE_TIMEOUT`` on a direct string,
+    ``POOLED_IDLE_TIMEOUT`` on a pooled one."""
+    return POOLED_IDLE_TIMEOUT if settings.pooled else IDLE_TIMEOUT
 
 
 async def keep_session(connection: asyncpg.Connection) -> None:

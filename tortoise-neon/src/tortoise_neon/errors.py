@@ -137,11 +137,18 @@ def explain_slots_full(exc: BaseException, s: DatabaseSettings, *, held: int = 0
                        waited: float = 0) -> str:
     """The line for a compute out of connection slots (53300): the cause and the fix, which is
     never the host or the port. ``held``: the connections this process goes on with."""
+    from tortoise_neon.url import is_neon  # url.py imports this module
+
     reason = f"{s.variable} at {s.host}: {str(exc).splitlines()[0]}"
-    fix = ("lower pool_size in " + s.variable if s.pooled else
-           "use the pooled connection string (the -pooler host), or lower pool_size in "
-           + s.variable) + " so that processes x pool_size fits the compute's max_connections "
-    fix += f"(see {WORKERS_DOC})"
+    if not is_neon(s.host):  # no -pooler host here: the fixes any PostgreSQL has
+        fix = (f"put a pooler such as PgBouncer in front of the server, lower pool_size in "
+               f"{s.variable}, or raise the server's max_connections, so that processes x "
+               f"pool_size fits max_connections (see {WORKERS_DOC})")
+    else:
+        fix = ("lower pool_size in " + s.variable if s.pooled else
+               "use the pooled connection string (the -pooler host), or lower pool_size in "
+               + s.variable) + " so that processes x pool_size fits the compute's "
+        fix += f"max_connections (see {WORKERS_DOC})"
     if held:
         return (f"The database has no free connection slot ({reason}): this process goes on "
                 f"with the {held} connection{'s' if held > 1 else ''} it holds; {fix}")

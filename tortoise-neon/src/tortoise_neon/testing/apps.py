@@ -146,8 +146,10 @@ def three_workers_on_seven_slots(few_slots: Postgres, tmp_path: Path, resource: 
     assert slowest < 10, slowest
     assert "Traceback" not in output, output
     assert full, "the compute was never full: the test proves nothing"
-    assert all("use the pooled connection string (the -pooler host), or lower pool_size in "
-               "DATABASE_URL" in line for line in full), full
+    # 127.0.0.1 is no Neon host: the fixes any PostgreSQL has, not Neon's pooled string
+    assert all("put a pooler such as PgBouncer in front of the server, lower pool_size in "
+               "DATABASE_URL, or raise the server's max_connections" in line
+               and "-pooler" not in line for line in full), full
     assert not any("check that the host and port" in line for line in output.splitlines())
 
 
