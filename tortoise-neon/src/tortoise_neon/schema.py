@@ -48,21 +48,17 @@ async def migrate(apps: Mapping[str, dict[str, Any]]) -> None:
     if client.capabilities.dialect != "postgres":
         await MigrationExecutor(client, dict(apps)).migrate()
         return
-    tables = _model_tables(apps)
-    try:  # up to date, and every model's table there: one message
-        if await _applied_count(client, on_disk, tables) == len(on_disk):
-            return
-    except Exception as exc:
-        if not isinstance(exc.__cause__ or exc, asyncpg.UndefinedTableError):
-            raise
-        if await _applied_count(client, on_disk) == len(on_disk):  # a table missing, all applied
-            renamed = await _rename_line(client, apps)
-            if renamed:
-                raise DatabaseError(renamed) from None
-            return  # the query that needs it says which, and the fix
+    # Up to date, and every model's table there: one message. Otherwise (a first run, a new
+    # migration, or a table missing), the executor applies what is missing, then a model whose
+    # table is still missing because its Meta.table changed gets the line naming both tables.
+    if await _applied_count(client, on_disk, _model_tables(apps)) == len(on_disk):
+        return
     async with in_transaction("default") as transaction:
         await transaction.execute_script(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_ID})")
         await MigrationExecutor(transaction, dict(apps)).migrate()
+    renamed = await _rename_line(client, apps)
+    if renamed:
+        raise DatabaseError(renamed) from None
 
 
 def _migrations_on_disk(apps: Mapping[str, dict[str, Any]]) -> list[tuple[str, str]]:
@@ -80,14 +76,15 @@ async def _applied_count(client: Any, on_disk: list[tuple[str, str]],
 
     Under the advisory lock, it creates Tortoise's migrations table if missing (as
     ``tortoise migrate`` does first), so that counting never fails on a fresh database.
-    With ``tables``, the same message checks that they exist (UndefinedTableError if not).
+    With ``tables``, a migration counts only while all of them exist (0 when one is missing).
     """
     keys = ", ".join(f"({_literal(app)}, {_literal(name)})" for app, name in on_disk)
-    checks = "".join(f"SELECT FROM {quote_ident(table)} LIMIT 0;\n" for table in tables or [])
+    present = "".join(f" AND to_regclass({_literal(quote_ident(table))}) IS NOT NULL"
+                      for table in tables or [])
     async with client.acquire_connection() as connection:
         status = await connection.execute(
             f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_ID});\n{_recorder_table_sql(client)};\n"
-            f"{checks}SELECT 1 FROM tortoise_migrations WHERE (app, name) IN ({keys})")
+            f"SELECT 1 FROM tortoise_migrations WHERE (app, name) IN ({keys}){present}")
     return int(status.split()[-1])  # the last statement's status: "SELECT <rows>"
 
 
