@@ -94,9 +94,15 @@ def test_a_unique_name_answers_409_with_no_code_in_the_app(pg: Postgres, dbname:
         assert api.post("/users", json={"name": "Ada"}).status_code == 201
         again = api.post("/users", json={"name": "Ada"})
         assert again.status_code == 409, again.text
-        body = again.json()
-        assert body["detail"] == "a row with the same value exists already"
-        assert body["field"] == "name" and "constraint" not in body
+        assert again.json() == {"detail": [{  # FastAPI's 422 shape; no constraint name
+            "loc": ["body", "name"], "msg": "a row with the same value exists already",
+            "type": "unique"}]}
+        # The same shape as app.py's own 422 (pydantic's): a client parses both one way.
+        [theirs] = api.post("/users", json={"name": ""}).json()["detail"]
+        [ours] = again.json()["detail"]
+        assert set(ours) == {"loc", "msg", "type"} <= set(theirs)  # theirs adds "input", "ctx"
+        assert theirs["loc"] == ours["loc"] == ["body", "name"]
+        assert isinstance(theirs["msg"], str) and isinstance(theirs["type"], str)
     assert [r["name"] for r in query(pg, dbname, "SELECT name FROM demo_users")] == ["Ada"]
     text = log.read_text()
     assert "Traceback" not in text and text.count("A write was refused") == 1, text

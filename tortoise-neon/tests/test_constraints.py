@@ -26,20 +26,80 @@ import pytest
 from tests.project import library_project
 
 
+def refused(field: str | None, msg: str, kind: str) -> dict[str, object]:
+    """A 409/422 body as the library answers it: FastAPI's own 422 shape."""
+    return {"detail": [{"loc": ["body", field] if field else ["body"], "msg": msg,
+                        "type": kind}]}
+
+
 def test_a_duplicate_is_a_409_naming_the_field(api: httpx.Client, pg: Postgres, dbname: str,
                                                tmp_path: Path) -> None:
     assert api.post("/members", json={"name": "Ada", "handle": "ada"}).status_code == 201
     again = api.post("/members", json={"name": "Ada again", "handle": "ada"})
     assert again.status_code == 409, again.text
-    assert again.json() == {"detail": "a row with the same value exists already",
-                            "field": "handle"}  # no constraint name unless the app asks
+    assert again.json() == refused("handle", "a row with the same value exists already",
+                                   "unique")  # no constraint name unless the app asks
     too_long = api.post("/members", json={"name": "x" * 51})  # the model's max_length
-    assert too_long.status_code == 422 and too_long.json()["field"] == "name", too_long.text
+    assert too_long.status_code == 422, too_long.text
+    assert too_long.json() == refused("name", "the value is longer than 50 characters",
+                                      "string_too_long")
     assert api.get("/members").status_code == 200  # the pool is fine afterwards
     assert [r["name"] for r in query(pg, dbname, "SELECT name FROM library_members")] == ["Ada"]
     log = (tmp_path / "uvicorn.log").read_text()
     assert "Traceback" not in log and "500" not in log, log
     assert log.count("A write was refused") == 1, log
+
+
+def test_every_refusal_has_fastapis_422_shape(api: httpx.Client, pg: Postgres,
+                                              dbname: str, tmp_path: Path) -> None:
+    """FastAPI's own 422, the model's, a CHECK's, a NOT NULL's and a duplicate's 409, from the
+    app on the real server: one shape, ``{"detail": [{"loc": [...], "msg", "type"}]}``, so a
+    client parses them one way. FastAPI's items also carry ``input`` (the client's value);
+    ours never do."""
+    assert api.post("/members", json={"name": "Ada", "handle": "ada"}).status_code == 201
+    execute(pg, dbname, """
+        ALTER TABLE library_members ADD CHECK (name <> '');  -- library_members_name_check
+        ALTER TABLE library_members ADD CONSTRAINT short_handle CHECK (length(handle) < 20);
+    """)
+    answers = {
+        "fastapi": api.post("/members", json={"handle": "b"}),
+        "model": api.post("/members", json={"name": "x" * 51}),
+        "check": api.post("/members", json={"name": "", "handle": "secret-c"}),
+        "named check": api.post("/members", json={"name": "D", "handle": "secret-" * 3}),
+        "unique": api.post("/members", json={"name": "Ada again", "handle": "ada"}),
+    }
+    execute(pg, dbname, "ALTER TABLE library_members ALTER COLUMN handle SET NOT NULL")
+    answers["not null"] = api.post("/members", json={"name": "Eve"})
+    statuses = {what: answer.status_code for what, answer in answers.items()}
+    assert statuses == {"fastapi": 422, "model": 422, "check": 422, "named check": 422,
+                        "unique": 409, "not null": 422}, {w: a.text for w, a in answers.items()}
+    bodies = {what: answer.json() for what, answer in answers.items()}
+    assert bodies.pop("fastapi") == {"detail": [
+        {"type": "missing", "loc": ["body", "name"], "msg": "Field required",
+         "input": {"handle": "b"}}]}
+    assert bodies == {
+        "model": refused("name", "the value is longer than 50 characters", "string_too_long"),
+        "check": refused("name", "a value breaks a check", "check"),
+        "named check": refused(None, "a value breaks a check", "check"),  # no column known
+        "unique": refused("handle", "a row with the same value exists already", "unique"),
+        "not null": refused("handle", "a required value is missing", "missing"),
+    }
+    assert "secret" not in "".join(answer.text for answer in answers.values())
+    # The same structure: the same top-level key, a list of items, each with FastAPI's keys
+    # and types (loc a list beginning "body"); FastAPI's has "input" besides.
+    [theirs] = answers["fastapi"].json()["detail"]
+    for what, body in bodies.items():
+        assert list(body) == ["detail"] and isinstance(body["detail"], list), what
+        [ours] = body["detail"]
+        assert set(ours) == set(theirs) - {"input"}, what
+        assert {key: type(ours[key]) for key in ours} == {key: type(theirs[key]) for key in ours}
+        assert ours["loc"][0] == theirs["loc"][0] == "body", what
+        assert all(isinstance(part, str) for part in ours["loc"]), what
+    assert [r["name"] for r in query(pg, dbname, "SELECT name FROM library_members")] == ["Ada"]
+    log = (tmp_path / "uvicorn.log").read_text()
+    assert "Traceback" not in log and " 500 " not in log and "secret" not in log, log
+    assert ("A write was refused: a value breaks a check (table library_members, field name, "
+            "constraint library_members_name_check)") in log, log
 
 
 def test_a_duplicate_in_a_script_is_one_line(pg: Postgres, dbname: str, db_url: str,

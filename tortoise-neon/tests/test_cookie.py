@@ -179,14 +179,16 @@ def test_a_clients_values_never_reach_the_log(api: httpx.Client, tmp_path: Path)
     for name in ("x" * 40 + FORGED, "y" * 2_000_000):
         refused = api.post("/members", json={"name": name})
         assert refused.status_code == 422, refused.text[:200]
-        assert refused.json() == {"detail": "the value is longer than 50 characters",
-                                  "field": "name"}
+        assert refused.json() == {"detail": [{
+            "loc": ["body", "name"], "msg": "the value is longer than 50 characters",
+            "type": "string_too_long"}]}
     handle = "h\nINFO: forged"
     assert api.post("/members", json={"name": "Ada", "handle": handle}).status_code == 201
     again = api.post("/members", json={"name": "Ada", "handle": handle})
     assert again.status_code == 409
-    assert again.json() == {"detail": "a row with the same value exists already",
-                            "field": "handle"}
+    assert again.json() == {"detail": [{
+        "loc": ["body", "handle"], "msg": "a row with the same value exists already",
+        "type": "unique"}]}
     text = log.read_text()
     assert log.stat().st_size - before < 5_000, log.stat().st_size - before
     assert "GET /admin" not in text and "forged" not in text and "yyyy" not in text, text
@@ -238,10 +240,10 @@ def test_the_constraint_name_only_when_the_app_asks(
         return response.json()
 
     with caplog.at_level(logging.WARNING, logger="tortoise_neon.asgi"):
-        assert body(False) == {"detail": "a row with the same value exists already",
-                               "field": "code"}
-        assert body(True) == {"detail": "a row with the same value exists already",
-                              "field": "code", "constraint": "kinds_code_key"}
+        item = {"loc": ["body", "code"], "msg": "a row with the same value exists already",
+                "type": "unique"}
+        assert body(False) == {"detail": [item]}
+        assert body(True) == {"detail": [{**item, "constraint": "kinds_code_key"}]}
     lines = [r.getMessage() for r in caplog.records if r.name == "tortoise_neon.asgi"]
     line = ("POST /kinds/a\\x1b[2KINFO: forged: A write was refused: a row with the same "
             "value exists already (table kinds, field code, constraint kinds_code_key)")

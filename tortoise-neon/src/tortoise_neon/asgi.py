@@ -5,9 +5,11 @@
   request the database could not serve answers 503 with
   ``Retry-After``, and the why goes to the server's log as one line (never to the client); a
   write that breaks a constraint answers 409 (a duplicate) or 422 (the request's own values:
-  a missing one, a reference to nothing, a failed check, a value the model refused), naming
-  the field (the constraint's name too with ``show_constraint_names=True``). Its log line says
-  the field and the kind of failure, escaped and cut short: never the client's values.
+  a missing one, a reference to nothing, a failed check, a value the model refused), in
+  FastAPI's own 422 shape (``{"detail": [{"loc": ["body", "<field>"], "msg": ..., "type":
+  ...}]}``, constraints.py ``problem``), naming the field (the constraint's name too, as the
+  item's ``constraint``, with ``show_constraint_names=True``). Its log line says the field and
+  the kind of failure, escaped and cut short: never the client's values.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from tortoise_neon.client import LOST, MaybeSaved, Unavailable
-from tortoise_neon.constraints import printable, refusal, violation
+from tortoise_neon.constraints import printable, problem, refusal, violation
 from tortoise_neon.errors import USER_FACING, DatabaseError, explain_error
 from tortoise_neon.replicas import ReadYourWrites
 
@@ -73,9 +75,10 @@ def answer_503_when_down(app: FastAPI, *, show_constraint_names: bool = False) -
     log gets the same ``Error: ...`` line the scripts print, once per request. Errors that are
     bugs are not handled here: they keep their traceback and their 500.
 
-    A write a constraint refused answers 409/422 naming the field; ``show_constraint_names``
-    adds the constraint's name (``library_members_handle_key``: it names the table) to the
-    body, for an API whose clients may know the schema. Off by default.
+    A write a constraint refused answers 409/422 naming the field, in the shape of FastAPI's
+    own 422 (``detail``: a list of ``{loc, msg, type}``); ``show_constraint_names`` adds the
+    constraint's name (``library_members_handle_key``: it names the table) to the item as
+    ``constraint``, for an API whose clients may know the schema. Off by default.
     """
     # The driver's own connection errors, not Python's ConnectionError: that one can come from
     # anything else an endpoint talks to (another HTTP API), which is not the database.
@@ -112,11 +115,10 @@ async def _invalid_for_the_model(request: Request, exc: Exception) -> JSONRespon
     kind of failure (``the value is longer than 50 characters``), never the value."""
     from fastapi.responses import JSONResponse
 
-    field, kind = refusal(exc)
+    field, kind, type_ = refusal(exc)
     log.warning("%s %s: refused by the model: %s%s", _where(request),
                 printable(request.url.path), f"field {field}: " if field else "", kind)
-    body = {"detail": kind, "field": field} if field else {"detail": kind}
-    return JSONResponse(body, status_code=422)
+    return JSONResponse(problem(field, kind, type_), status_code=422)
 
 
 def _where(request: Request) -> str:

@@ -8,6 +8,10 @@ The values themselves are never repeated: they are the client's data. The app's 
 the field; the constraint too only when ``answer_503_when_down(app, show_constraint_names=True)``
 asks (its name names the table). A value a model's field refused (Tortoise's ValidationError,
 whose text holds the value) becomes the field and a kind of failure (``refusal``).
+
+The bodies have FastAPI's own 422 shape (``problem``), so a client parses one shape:
+``{"detail": [{"loc": ["body", "<field>"], "msg": "...", "type": "..."}]}``. FastAPI's items
+also carry ``input`` (the client's value: never here); ours carry ``constraint`` when asked.
 """
 
 from __future__ import annotations
@@ -19,12 +23,12 @@ from dataclasses import dataclass
 import asyncpg
 from tortoise.exceptions import BaseORMException
 
-# SQLSTATE: (HTTP status, what happened)
+# SQLSTATE: (HTTP status, what happened, the item's "type")
 KINDS = {
-    "23505": (409, "a row with the same value exists already"),
-    "23503": (422, "it refers to a row that does not exist"),
-    "23502": (422, "a required value is missing"),
-    "23514": (422, "a value breaks a check"),
+    "23505": (409, "a row with the same value exists already", "unique"),
+    "23503": (422, "it refers to a row that does not exist", "foreign_key"),
+    "23502": (422, "a required value is missing", "missing"),  # pydantic's type for the same
+    "23514": (422, "a value breaks a check", "check"),
 }
 SQLITE = {"UNIQUE": "23505", "FOREIGN KEY": "23503", "NOT NULL": "23502", "CHECK": "23514"}
 
@@ -44,15 +48,16 @@ class Violation:
     def what(self) -> str:
         return KINDS[self.sqlstate][1]
 
+    @property
+    def type(self) -> str:
+        return KINDS[self.sqlstate][2]
+
     def body(self, show_constraint: bool = False) -> dict[str, object]:
-        """The JSON body of the app's answer: what broke, never the values; the constraint's
-        name only with ``show_constraint`` (it names the table, for anyone who asks)."""
-        body: dict[str, object] = {"detail": self.what}
-        if self.field:
-            body["field"] = self.field
-        if self.constraint and show_constraint:
-            body["constraint"] = self.constraint
-        return body
+        """The JSON body of the app's answer (``problem``): what broke, never the values; the
+        constraint's name only with ``show_constraint`` (it names the table, for anyone who
+        asks)."""
+        extra = {"constraint": self.constraint} if self.constraint and show_constraint else {}
+        return problem(self.field, self.what, self.type, **extra)
 
     def line(self) -> str:
         """One line for a log or a script."""
@@ -69,11 +74,12 @@ def violation(exc: BaseException) -> Violation | None:
     if "contains null values" in str(exc):  # not a write: a migration adding a column (errors.py)
         return None
     if isinstance(exc, asyncpg.IntegrityConstraintViolationError) and exc.sqlstate in KINDS:
+        table, constraint = getattr(exc, "table_name", None), getattr(exc, "constraint_name", None)
         field = getattr(exc, "column_name", None)
         key = re.match(r"Key \(([^)]+)\)=", getattr(exc, "detail", None) or "")
-        return Violation(exc.sqlstate, getattr(exc, "table_name", None),
-                         field or (key.group(1) if key else None),
-                         getattr(exc, "constraint_name", None))
+        return Violation(exc.sqlstate, table,
+                         field or (key.group(1) if key else None) or _checked(table, constraint),
+                         constraint)
     if isinstance(exc, sqlite3.IntegrityError):
         found = re.match(r"(UNIQUE|FOREIGN KEY|NOT NULL|CHECK) constraint failed(?:: (\S+))?",
                          str(exc))
@@ -83,6 +89,34 @@ def violation(exc: BaseException) -> Violation | None:
     return None
 
 
+def _checked(table: str | None, constraint: str | None) -> str | None:
+    """The column a CHECK constraint named by PostgreSQL's default rule checks
+    (``<table>_<column>_check``, ``...check1`` on a clash): PostgreSQL sends no column for a
+    CHECK. Only a column of a model Tortoise knows for that table: a name of the user's own
+    (``positive_amount``) names no field."""
+    if not table or not constraint:
+        return None
+    found = re.fullmatch(re.escape(table) + r"_(\w+)_check[0-9]*", constraint)
+    if not found:
+        return None
+    from tortoise import Tortoise
+
+    apps = Tortoise.apps  # None without a Tortoise context: no model to ask
+    for model in apps.get_models_iterable() if apps is not None else ():
+        meta = model._meta
+        if meta.db_table == table and found.group(1) in meta.fields_db_projection.values():
+            return found.group(1)
+    return None
+
+
+def problem(field: str | None, msg: str, kind: str, **extra: object) -> dict[str, object]:
+    """A 409/422 body in FastAPI's own 422 shape: one item, ``loc`` the field under
+    ``"body"`` (``["body"]`` when no field is known), ``msg`` the kind of failure in words,
+    ``type`` a short code, then ``extra`` (``constraint``). Never the client's value."""
+    loc = ["body", field] if field else ["body"]
+    return {"detail": [{"loc": loc, "msg": msg, "type": kind, **extra}]}
+
+
 # A model field's name (Tortoise's ValidationError reads ``<field>: <why>``).
 FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}", re.ASCII)
 # Tortoise's validator texts that hold no value of the client's: kept as they are.
@@ -90,29 +124,45 @@ VALUE_FREE = re.compile(r"Value must not be None|Value must be a numeric value a
                         r"Value should be (?:greater|less) or equal to [-+0-9.eE]{1,40}", re.ASCII)
 
 
-def refusal(exc: BaseException) -> tuple[str | None, str]:
-    """The field and the kind of failure of a value a model refused (Tortoise's
-    ValidationError), never the value: Tortoise's text repeats it (``Length of '<value>' ...``)."""
+# pydantic's error types, where the model's refusal is the same as one of pydantic's
+ADDRESS_TYPES = {"IPv4": "ip_v4_address", "IPv6": "ip_v6_address",
+                 "IPv4 or IPv6": "ip_any_address"}
+
+
+def refusal(exc: BaseException) -> tuple[str | None, str, str]:
+    """The field, the kind of failure and its type (pydantic's name for the same failure:
+    ``string_too_long``) of a value a model refused (Tortoise's ValidationError), never the
+    value: Tortoise's text repeats it (``Length of '<value>' ...``)."""
     text = str(exc)
     field, colon, why = text.partition(": ")
     if not colon or not FIELD_NAME.fullmatch(field):
         field, why = "", text
-    return field or None, _kind(why)
+    return (field or None, *_kind(why))
 
 
-def _kind(why: str) -> str:
+def _kind(why: str) -> tuple[str, str]:
     length = re.search(r"' [0-9]+ ([<>]) ([0-9]+)\Z", why)
     if why.startswith("Length of '") and length:
         more = "longer" if length.group(1) == ">" else "shorter"
-        return f"the value is {more} than {length.group(2)} characters"
+        return (f"the value is {more} than {length.group(2)} characters",
+                f"string_too_{'long' if more == 'longer' else 'short'}")
     if why.startswith("Value '") and "' does not match regex '" in why:
-        return "the value does not match the field's pattern"
+        return "the value does not match the field's pattern", "string_pattern_mismatch"
     address = re.search(r"' is not a valid (IPv4|IPv6|IPv4 or IPv6) address\.\Z", why)
     if why.startswith("'") and address:
-        return f"the value is not a valid {address.group(1)} address"
+        return (f"the value is not a valid {address.group(1)} address",
+                ADDRESS_TYPES[address.group(1)])
     if VALUE_FREE.fullmatch(why):
-        return why
-    return "the model refused the value"
+        return why, _value_free_type(why)
+    return "the model refused the value", "value_error"
+
+
+def _value_free_type(why: str) -> str:
+    if why.startswith("Value must not be None"):
+        return "missing"
+    if why.startswith("Value must be a numeric value"):
+        return "value_error"
+    return "greater_than_equal" if " greater " in why else "less_than_equal"
 
 
 def printable(text: str, limit: int = 200) -> str:
