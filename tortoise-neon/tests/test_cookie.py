@@ -121,37 +121,50 @@ def test_bad_cookies_are_cleared_and_reads_stay_on_the_replica(
             response = api.get(path, headers=non_ascii)
             assert response.status_code == 200, response.text
             assert cleared(response), response.headers
+        created = api.post("/members", json={"name": "Ada"})
+        assert created.status_code == 201, created.text
+        header = cookie_of(created)
+        assert header is not None and "; Secure" not in header, header
+        value = header.split(";")[0].partition("=")[2]
+        position, written, _ = value.split(".")
+        assert value == jar.cookie_value(position, int(written))  # the secret's, no other
+        assert f"Max-Age={replicas.COOKIE_MAX_AGE};" in header
+        assert created.headers[replicas.HEADER] == value  # the same, for a client without a jar
+        # The replica has replayed Ada (this process's latest write); Bob, written by another
+        # program, is on the primary only: a reader with no cookie does not see him.
+        replayed(pg, standby)
         servers.admin_execute(standby, "SELECT pg_wal_replay_pause()")
         try:
-            created = api.post("/members", json={"name": "Ada"})
-            assert created.status_code == 201, created.text
-            header = cookie_of(created)
-            assert header is not None and "; Secure" not in header, header
-            value = header.split(";")[0].partition("=")[2]
-            position, written, _ = value.split(".")
-            assert value == jar.cookie_value(position, int(written))  # the secret's, no other
-            assert f"Max-Age={replicas.COOKIE_MAX_AGE};" in header
-            # The replica has not replayed Ada: a reader with no cookie does not see her, once
-            # the replica's connection is open (the first reads go to the primary meanwhile).
+            servers.admin_execute(pg.target, "INSERT INTO library_members (name, joined_at) "
+                                             "VALUES ('Bob', now())", database=dbname)
+            after_bob = servers.admin_query(pg.target, replicas.PRIMARY_POSITION)[0][0]
             with httpx.Client(base_url=str(api.base_url), timeout=30) as reader:
                 for _ in range(100):
-                    if "Ada" not in [m["name"] for m in reader.get("/members").json()]:
+                    if "Bob" not in [m["name"] for m in reader.get("/members").json()]:
                         break
                     time.sleep(0.1)
                 else:
                     raise AssertionError("the replica was never used")
-            genuine = {"cookie": f"{replicas.COOKIE}={value}"}
+            # A signed position past Bob: the primary, whether sent as the cookie or the header.
+            genuine = jar.cookie_value(after_bob, int(time.time()))
             api.cookies.clear()
-            assert "Ada" in [m["name"] for m in api.get("/members", headers=genuine).json()]
+            for sent in ({"cookie": f"{replicas.COOKIE}={genuine}"}, {replicas.HEADER: genuine}):
+                assert "Bob" in [m["name"] for m in api.get("/members", headers=sent).json()]
             forged = jar.cookie_value("FFFFFFFF/0", int(time.time())).replace("FFFFFFFF/", "FFF/")
-            stale = jar.cookie_value(position, int(time.time()) - replicas.COOKIE_MAX_AGE - 5)
+            stale = jar.cookie_value(after_bob, int(time.time()) - replicas.COOKIE_MAX_AGE - 5)
             for bad in (forged, stale, "0/0.1.\xe9"):
                 api.cookies.clear()
                 response = api.get("/members", headers={
                     b"cookie": f"{replicas.COOKIE}={bad}".encode("latin-1")})
                 assert response.status_code == 200, response.text
                 assert cleared(response), (bad, response.headers)
-                assert response.json() == [], bad  # the replica's view: not the primary's
+                names = [m["name"] for m in response.json()]
+                assert "Bob" not in names and "Ada" in names, bad  # the replica's view
+                as_header = api.get("/members", headers={
+                    replicas.HEADER.encode(): bad.encode("latin-1")})
+                assert as_header.status_code == 200, as_header.text
+                assert "Bob" not in [m["name"] for m in as_header.json()], bad
+                assert cookie_of(as_header) is None  # a bad header clears no cookie
             # Over HTTPS (a proxy in front, as uvicorn trusts from 127.0.0.1): Secure.
             api.cookies.clear()
             secure = api.post("/members", json={"name": "Grace"},
