@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 from tortoise_neon import DatabaseError, DatabaseSettings, parse_database_url
 from tortoise_neon.environment import load_database_url
+from tortoise_neon.testing.sealed import child_env
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -172,8 +173,8 @@ def env_files(draw: st.DrawFn) -> tuple[bytes, str | None]:
 @given(env_files())
 def test_env_files_are_settings_or_one_line(case: tuple[bytes, str | None]) -> None:
     content, password = case
-    with mock.patch.dict(os.environ):
-        os.environ.pop("DATABASE_URL", None)
+    # an environment built for the test, not the caller's: only what .env here says counts
+    with mock.patch.dict(os.environ, child_env(), clear=True):
         path = os.path.join(ENV_FOLDER.name, ".env")
         with open(path, "wb") as env_file:
             env_file.write(content)

@@ -439,7 +439,7 @@ def test_an_empty_line_in_env_is_as_if_it_were_not_there(
 
 def test_env_file_is_found_beside_the_script_then_from_the_current_folder(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """The package runs from site-packages, so ``.env`` is looked for from the script that runs
-    (``python app/main.py`` from anywhere), then from the current folder (``uvicorn``, ``python
+    (``python project/sub/script.py`` from anywhere), then from the current folder (``uvicorn``, ``python
     -m tortoise``); never from the package's own folder."""
     import subprocess
     import sys
