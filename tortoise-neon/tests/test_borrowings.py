@@ -188,7 +188,7 @@ def test_asyncpg_pool_internals_as_pool_py_uses_them() -> None:
         "Tortoise's AsyncpgDBClient.create_pool is gone: tortoise_neon/client.py overrides it"
     client = Client(user="u", password="p", database="d", host="h", port=5432,
                     replicas=[], connection_name="default")
-    assert "replicas" not in client.extra and client.replicas is None
+    assert "replicas" not in client.extra and client.router is None
 
 
 # --- issue 28, item 6: the borrowings that had no test yet ------------------------------------
@@ -285,7 +285,7 @@ def test_the_pool_connection_wrapper_that_client_py_subclasses_and_routing_py_st
         pg: Postgres, dbname: str, db_url: str) -> None:
     """client.py ``TerminateBroken`` subclasses Tortoise's ``PoolConnectionWrapper(client,
     pool_init_lock)`` (its ``connection``, its ``__aexit__`` that releases); routing.py
-    ``ReplicaConnection`` stands in for it on a replica: Tortoise's reads use nothing of the
+    ``replica_connection`` stands in for it on a replica: Tortoise's reads use nothing of the
     wrapper but ``async with client.acquire_connection() as connection``."""
     from tortoise_neon.client import TerminateBroken
     from tortoise_neon.url import parse_replica_urls
@@ -303,10 +303,10 @@ def test_the_pool_connection_wrapper_that_client_py_subclasses_and_routing_py_st
         source = inspect.getsource(getattr(AsyncpgDBClient, name))
         assert "async with self.acquire_connection() as connection" in source, (
             f"Tortoise's AsyncpgDBClient.{name} no longer takes its connection from "
-            "acquire_connection(): tortoise_neon/routing.py ReplicaConnection stands in there")
+            "acquire_connection(): tortoise_neon/routing.py replica_connection stands in there")
         assert "self._pool" not in source and "self._connection" not in source, (
             f"Tortoise's AsyncpgDBClient.{name} uses more than acquire_connection(): "
-            "tortoise_neon/routing.py ReplicaConnection would not do")
+            "tortoise_neon/routing.py replica_connection would not do")
     migrate_database(pg, dbname)
     query(pg, dbname, "INSERT INTO library_members (name, joined_at) VALUES ('Ada', now()) "
                       "RETURNING id")
@@ -342,7 +342,7 @@ def test_the_pool_connection_wrapper_that_client_py_subclasses_and_routing_py_st
                 assert [m.name for m in await Member.all()] == ["Ada"]  # execute_query
                 assert await Member.all().values("name") == [{"name": "Ada"}]  # execute_query_dict
             assert on_replica.reads == 2, (
-                "Tortoise's reads did not run on routing.py ReplicaConnection")
+                "Tortoise's reads did not run on routing.py replica_connection")
         finally:
             await Tortoise.close_connections()
 

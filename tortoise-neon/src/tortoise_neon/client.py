@@ -1,9 +1,6 @@
 """Tortoise's asyncpg client, riding out what a Neon compute does: restarts and a pooler.
 
-Every statement runs through Tortoise's ``_translate_exceptions``: a read whose connection was
-lost runs again on a new one; a write that may have reached the server never does (``NotSaved``,
-``MaybeSaved``: 503 in ``asgi.py``); a pooler that loses prepared statements turns the statement
-cache off. Reads go to replicas through ``routing.py``. See docs/app-on-neon.md.
+The retries and what they never repeat are in docs/app-on-neon.md.
 """
 
 from __future__ import annotations
@@ -13,17 +10,11 @@ from typing import Any
 
 from tortoise_neon.errors import LOST, DatabaseError, explain_error, used_a_closed_connection
 from tortoise_neon.read_your_writes import cookie_key
-from tortoise_neon.routing import ON_PRIMARY, ReadRouter, is_read, replica_read
+from tortoise_neon.routing import ON_PRIMARY, ReadRouter, is_read, replica_connection, replica_read
 
 import asyncpg
 from tortoise.backends.asyncpg.client import AsyncpgDBClient, TransactionWrapper
-from tortoise.backends.base.client import (
-    NestedTransactionContext,
-    PoolConnectionWrapper,
-    TransactionalDBClient,
-    TransactionContext,
-    TransactionContextPooled,
-)
+from tortoise.backends.base import client as base
 from tortoise.exceptions import BaseORMException
 
 log = logging.getLogger(__name__)
@@ -63,7 +54,7 @@ def is_lost(exc: object) -> bool:
                                      and used_a_closed_connection(exc))
 
 
-class TerminateBroken(PoolConnectionWrapper):  # type: ignore[type-arg]
+class TerminateBroken(base.PoolConnectionWrapper):  # type: ignore[type-arg]
     """Gives a connection back to the pool, or closes it if it was lost: the pool then opens a
     new one for the next statement instead of handing it out."""
 
@@ -82,12 +73,12 @@ class RetryingClient:
 
     def _root(self) -> AsyncpgDBClient:
         client: Any = self
-        while isinstance(client, TransactionalDBClient):
+        while isinstance(client, base.TransactionalDBClient):
             client = client._parent
         return client  # type: ignore[no-any-return]
 
     async def _translate_exceptions(self, func: Any, *args: Any, **kwargs: Any) -> Any:
-        in_transaction = isinstance(self, TransactionalDBClient)
+        in_transaction = isinstance(self, base.TransactionalDBClient)
         query = args[0] if args and isinstance(args[0], str) else ""
         read = not in_transaction and is_read(query)
         attempt, statement_retried = 1, False
@@ -156,12 +147,15 @@ class Client(RetryingClient, AsyncpgDBClient):
         return await create_pool(**kwargs)
 
     def acquire_connection(self) -> Any:
-        return replica_read.get() or TerminateBroken(self, self._pool_init_lock)
+        on_replica = replica_read.get()
+        if on_replica is not None:
+            return replica_connection(*on_replica)
+        return TerminateBroken(self, self._pool_init_lock)
 
-    def _in_transaction(self) -> TransactionContext:
+    def _in_transaction(self) -> base.TransactionContext:
         if self.router is not None:
             self.router.task_wrote()  # a transaction is the primary's, and so is what follows it
-        return TransactionContextPooled(Transaction(self), self._pool_init_lock)
+        return base.TransactionContextPooled(Transaction(self), self._pool_init_lock)
 
     async def _translate_exceptions(self, func: Any, *args: Any, **kwargs: Any) -> Any:
         if self.router is not None:
@@ -183,8 +177,8 @@ class Client(RetryingClient, AsyncpgDBClient):
 class Transaction(RetryingClient, TransactionWrapper):
     """A transaction: nothing in it is repeated (it is gone with its connection)."""
 
-    def _in_transaction(self) -> TransactionContext:
-        return NestedTransactionContext(Transaction(self))
+    def _in_transaction(self) -> base.TransactionContext:
+        return base.NestedTransactionContext(Transaction(self))
 
     async def commit(self) -> None:
         try:

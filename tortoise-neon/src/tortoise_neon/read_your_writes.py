@@ -99,7 +99,8 @@ class ReadYourWrites:
             return
         state = RoutingState()
         token = request_state.set(state)
-        router = _router_in_use()
+        client = _client()
+        router: ReadRouter | None = getattr(client, "router", None)
         # The header (a client without cookies), or else the first cookie that verifies (a
         # parent domain's may be planted beside this host's).
         if router is not None and not any(
@@ -111,8 +112,8 @@ class ReadYourWrites:
 
         async def send_with_position(message: Any) -> None:
             if message["type"] == "http.response.start" and router is not None:
-                headers = await _position_headers(router, state, message.get("status", 500),
-                                                  secure)
+                headers = await _position_headers(client, router, state,
+                                                  message.get("status", 500), secure)
                 if headers:
                     message = {**message, "headers": [*message.get("headers", []), *headers]}
             await send(message)
@@ -123,15 +124,14 @@ class ReadYourWrites:
             request_state.reset(token)
 
 
-def _router_in_use() -> ReadRouter | None:
+def _client() -> Any:
     from tortoise import connections
     from tortoise.exceptions import BaseORMException
 
     try:
-        client = connections.get("default")
+        return connections.get("default")
     except (BaseORMException, RuntimeError, KeyError):  # not initialised: no replicas either
         return None
-    return getattr(client, "router", None)
 
 
 def _headers(scope: Any, name: str) -> list[str]:
@@ -151,16 +151,13 @@ def _cookies(scope: Any, name: str) -> list[str]:
     return values
 
 
-async def _position_headers(router: ReadRouter, state: RoutingState, status: int,
-                            secure: bool = False) -> list[tuple[bytes, bytes]]:
+async def _position_headers(client: Any, router: ReadRouter, state: RoutingState, status: int,
+                            secure: bool) -> list[tuple[bytes, bytes]]:
     """After a request that wrote and succeeded: the primary's WAL position, kept as this
     process's latest write and sent in the cookie and the header. Else the cookie's clearing,
     when it is bad or the replica has caught up."""
     attributes = "Path=/; HttpOnly; SameSite=Lax" + ("; Secure" if secure else "")
     if state.wrote and status < 400:
-        from tortoise import connections
-
-        client = connections.get("default")
         try:
             with primary():
                 async with client.acquire_connection() as connection:

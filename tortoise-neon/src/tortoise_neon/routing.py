@@ -1,6 +1,6 @@
 """Where a read goes: a replica that has what the request must see, or the primary.
 
-The rules, and what each costs, are in docs/replicas-and-workers.md.
+The rules and their cost are in docs/replicas-and-workers.md.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import itertools
 import logging
 import re
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -27,8 +27,7 @@ ROUTED = {"execute_query", "execute_query_dict"}  # Tortoise's read paths: never
 ACQUIRE_WAIT = 5.0  # seconds a read waits for a replica connection before using the primary
 RECHECK = 0.1  # seconds: a replica found behind is asked again after this; the primary meanwhile
 LOCKING = re.compile(r"\bFOR\s+(?:NO\s+KEY\s+)?(?:UPDATE|SHARE|KEY\s+SHARE)\b", re.IGNORECASE)
-# How far the replica has replayed (NULL: a server that is not a standby has everything).
-REPLAYED = "SELECT pg_last_wal_replay_lsn()::text"
+REPLAYED = "SELECT pg_last_wal_replay_lsn()::text"  # NULL: not a standby, so it has everything
 EVERYTHING = 1 << 64  # beyond any WAL position
 # What a read on a replica may meet; each sends it to the primary (a bug still raises).
 REPLICA_FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError,
@@ -43,12 +42,12 @@ class RoutingState:
     wrote: bool = False  # it wrote: its reads go to the primary from now on
     must_see: str | None = None  # a WAL position from the client's cookie or db-wal header
     written_at: float = 0.0  # when the primary was at that position (time.time())
-    replica: Replica | None = None  # the replica this request reads from (checked once)
-    caught_up: bool | None = None  # whether that replica has replayed ``needs``
     trusted: bool = False  # ``must_see`` was signed: it may judge the replica
     bad_cookie: bool = False  # a cookie that did not parse, verify or was too old: cleared
-    # What the replica must have replayed: the later of ``must_see`` and the process's latest
-    # write when the request first read (0: nothing); when, and whether it may judge the replica.
+    replica: Replica | None = None  # the replica this request reads from (checked once)
+    caught_up: bool | None = None  # whether that replica has replayed ``needs``
+    # Set at the request's first read: the later of ``must_see`` and the process's latest write
+    # (0: nothing), when the primary was there, and whether it may judge the replica.
     needs: int | None = None
     needs_written_at: float = 0.0
     needs_trusted: bool = False
@@ -57,8 +56,9 @@ class RoutingState:
 # Each request sets its own (``ReadYourWrites``); a script's task keeps one throughout.
 request_state: ContextVar[RoutingState | None] = ContextVar("database_reads", default=None)
 _pinned: ContextVar[bool] = ContextVar("database_primary", default=False)
-# Set while a read runs on a replica: the connection Tortoise acquires is this one.
-replica_read: ContextVar[ReplicaConnection | None] = ContextVar("replica_read", default=None)
+# Set while a read runs on a replica: Tortoise's acquire_connection() gives its connection.
+replica_read: ContextVar[tuple[Replica, RoutingState] | None] = ContextVar(
+    "replica_read", default=None)
 
 
 def routing_state() -> RoutingState:
@@ -93,26 +93,21 @@ def is_locking(query: str) -> bool:
     return bool(LOCKING.search(query))
 
 
-class ReplicaConnection:
+@asynccontextmanager
+async def replica_connection(replica: Replica, state: RoutingState) -> AsyncIterator[Any]:
     """Stands in for Tortoise's ``PoolConnectionWrapper`` for one read on a replica; first, once
     per request that needs it, asks the replica how far it has replayed (one round trip)."""
-
-    def __init__(self, replica: Replica, state: RoutingState) -> None:
-        self.replica, self.state = replica, state
-        self.connection: Any = None
-
-    async def __aenter__(self) -> Any:
-        pool = self.replica.pool
-        assert pool is not None
-        try:
-            self.connection = await asyncio.wait_for(pool.acquire(), ACQUIRE_WAIT)
-        except (TimeoutError, asyncio.TimeoutError):
-            if pool.get_size():  # busy, not down: this read goes to the primary
-                raise ReadOnPrimary from None
-            raise
-        state, replica = self.state, self.replica
+    pool = replica.pool
+    assert pool is not None
+    try:
+        connection = await asyncio.wait_for(pool.acquire(), ACQUIRE_WAIT)
+    except (TimeoutError, asyncio.TimeoutError):
+        if pool.get_size():  # busy, not down: this read goes to the primary
+            raise ReadOnPrimary from None
+        raise
+    try:
         if state.caught_up is None and state.needs:
-            replayed = await self.connection.fetchval(REPLAYED)
+            replayed = await connection.fetchval(REPLAYED)
             log.debug("Read replica %s has replayed %s", replica.name, replayed)
             replica.replayed = max(replica.replayed,
                                    EVERYTHING if replayed is None else lsn(replayed))
@@ -121,19 +116,14 @@ class ReplicaConnection:
                 replica.behind_at = time.monotonic()
                 replica.found_behind(state.needs_written_at, state.needs_trusted)
         if state.caught_up is False:
-            await self._release()
             raise ReadOnPrimary
-        return self.connection
-
-    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if isinstance(exc, LOST) and self.connection is not None:
-            self.connection.terminate()
-        await self._release()
-
-    async def _release(self) -> None:
-        if self.connection is not None and self.replica.pool is not None:
-            connection, self.connection = self.connection, None
-            await self.replica.pool.release(connection)
+        yield connection
+    except LOST:
+        connection.terminate()
+        raise
+    finally:
+        if replica.pool is not None:
+            await replica.pool.release(connection)
 
 
 class ReadRouter:
@@ -149,7 +139,7 @@ class ReadRouter:
         self.latest_at = 0.0
 
     def routes(self, func: Any, query: str) -> bool:
-        """True for a read a replica may serve: Tortoise's read path, a SELECT that locks nothing."""
+        """A read a replica may serve: Tortoise's read path, a SELECT that locks nothing."""
         return getattr(func, "__name__", "") in ROUTED and is_read(query) and not is_locking(query)
 
     async def read_on_replica(self, client: Any, func: Any, *args: Any, **kwargs: Any) -> Any:
@@ -158,7 +148,7 @@ class ReadRouter:
         replica = self._replica_for_read()
         if replica is None:
             return ON_PRIMARY
-        token = replica_read.set(ReplicaConnection(replica, routing_state()))
+        token = replica_read.set((replica, routing_state()))
         try:
             result = await func(client, *args, **kwargs)
         except ReadOnPrimary:
@@ -177,7 +167,6 @@ class ReadRouter:
         return result
 
     def _replica_for_read(self) -> Replica | None:
-        """The replica this task's read goes to, or None for the primary."""
         state = routing_state()
         if state.wrote or _pinned.get() or state.caught_up is False:
             return None
@@ -205,7 +194,6 @@ class ReadRouter:
         return replica
 
     def _set_needs(self, state: RoutingState) -> None:
-        """The later of the client's position (cookie or header) and the process's latest write."""
         needs, written_at, trusted = self.latest, self.latest_at, True
         if state.must_see is not None and lsn(state.must_see) > needs:
             needs, written_at, trusted = lsn(state.must_see), state.written_at, state.trusted
