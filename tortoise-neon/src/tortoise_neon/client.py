@@ -160,7 +160,7 @@ class Client(RetryingClient, AsyncpgDBClient):
     async def _translate_exceptions(self, func: Any, *args: Any, **kwargs: Any) -> Any:
         if self.router is not None:
             query = args[0] if args and isinstance(args[0], str) else ""
-            if not self.router.routes(func, query):
+            if not self.router.replica_may_serve(func, query):
                 self.router.task_wrote()  # this task's reads go to the primary from now on
             else:
                 result = await self.router.read_on_replica(self, func, *args, **kwargs)

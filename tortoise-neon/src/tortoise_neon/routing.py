@@ -1,7 +1,6 @@
 """Where a read goes: a replica that has what the request must see, or the primary.
 
-The rules and their cost are in docs/replicas-and-workers.md.
-"""
+The rules and their cost: docs/replicas-and-workers.md."""
 
 from __future__ import annotations
 
@@ -138,7 +137,7 @@ class ReadRouter:
         self.latest = 0
         self.latest_at = 0.0
 
-    def routes(self, func: Any, query: str) -> bool:
+    def replica_may_serve(self, func: Any, query: str) -> bool:
         """A read a replica may serve: Tortoise's read path, a SELECT that locks nothing."""
         return getattr(func, "__name__", "") in ROUTED and is_read(query) and not is_locking(query)
 
@@ -170,18 +169,15 @@ class ReadRouter:
         state = routing_state()
         if state.wrote or _pinned.get() or state.caught_up is False:
             return None
-        if state.replica is not None and state.replica.usable():
-            replica = state.replica
-        else:
-            for _ in self.replicas:
-                replica = next(self._turns)
-                if replica.usable():
-                    if state.replica is not None:  # another replica: check it again
-                        state.caught_up = None
-                    state.replica = replica
-                    break
-            else:
+        replica = state.replica
+        if replica is None or not replica.usable():
+            turn = itertools.islice(self._turns, len(self.replicas))  # each replica once
+            replica = next((r for r in turn if r.usable()), None)
+            if replica is None:
                 return None
+            if state.replica is not None:  # another replica: check it again
+                state.caught_up = None
+            state.replica = replica
         if state.caught_up is None:
             if state.needs is None:  # the request's first read: what it must see, from now on
                 self._set_needs(state)
