@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tortoise_neon import replicas
+from tortoise_neon import read_your_writes
 from tortoise_neon.testing import servers
 from tortoise_neon.testing.apps import (
     app_database,
@@ -59,7 +59,7 @@ def test_the_app_post_then_get_by_the_same_client_10_times_out_of_10(
         for i in range(10):
             created = client.post("/users", json={"name": f"Ada {i}"})
             assert created.status_code == 201, created.text
-            assert replicas.COOKIE in created.headers.get("set-cookie", "")
+            assert read_your_writes.COOKIE in created.headers.get("set-cookie", "")
             listed = client.get("/users", params={"limit": 100})
             assert listed.status_code == 200
             seen += f"Ada {i}" in [user["name"] for user in listed.json()]

@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import tortoise_neon
-from tortoise_neon.client import Client, Resilient, Transaction
+from tortoise_neon.client import Client, RetryingClient, Transaction
 from tortoise_neon.connecting import is_not_ready
 from tortoise_neon.errors import used_a_closed_connection
 from tortoise_neon.schema import _recorder_table_sql
@@ -59,13 +59,13 @@ def test_every_statement_goes_through_translate_exceptions(
     assert list(inspect.signature(AsyncpgDBClient._translate_exceptions).parameters)[:2] == [
         "self", "func"]
     seen: list[str] = []
-    original = Resilient._translate_exceptions
+    original = RetryingClient._translate_exceptions
 
     async def counting(self, func, *args, **kwargs):  # type: ignore[no-untyped-def]
         seen.append(args[0] if args and isinstance(args[0], str) else "")
         return await original(self, func, *args, **kwargs)
 
-    monkeypatch.setattr(Resilient, "_translate_exceptions", counting)
+    monkeypatch.setattr(RetryingClient, "_translate_exceptions", counting)
     migrate_database(pg, dbname)
 
     async def go() -> None:
@@ -93,7 +93,7 @@ def test_transactions_pools_and_parents(pg: Postgres, dbname: str, db_url: str) 
                 assert isinstance(transaction, Transaction)
                 assert isinstance(transaction, TransactionWrapper)
                 assert transaction._parent is client
-                assert Resilient._root(transaction) is client
+                assert RetryingClient._root(transaction) is client
 
     run(go())
 
@@ -188,7 +188,7 @@ def test_asyncpg_pool_internals_as_pool_py_uses_them() -> None:
         "Tortoise's AsyncpgDBClient.create_pool is gone: tortoise_neon/client.py overrides it"
     client = Client(user="u", password="p", database="d", host="h", port=5432,
                     replicas=[], connection_name="default")
-    assert "replicas" not in client.extra and client.replicas is None
+    assert "replicas" not in client.extra and client.router is None
 
 
 # --- issue 28, item 6: the borrowings that had no test yet ------------------------------------
@@ -242,7 +242,7 @@ def test_tortoise_passes_its_method_names_that_client_py_routes_by(
     """client.py sends a read to a replica when ``func.__name__`` (the Tortoise method that
     ``_translate_exceptions`` wraps) is one of ``ROUTED``: those must still be the names of the
     methods Tortoise's reads go through, and its writes must go through others."""
-    from tortoise_neon.client import ROUTED
+    from tortoise_neon.routing import ROUTED
 
     where = "tortoise_neon/client.py Client._translate_exceptions (ROUTED)"
     for name in ROUTED:
@@ -281,17 +281,18 @@ def test_tortoise_passes_its_method_names_that_client_py_routes_by(
         f"Tortoise inserts through a method client.py routes to replicas ({seen}): {where}")
 
 
-def test_the_pool_connection_wrapper_that_client_py_subclasses_and_replicas_py_stands_in_for(
+def test_the_pool_connection_wrapper_that_client_py_subclasses_and_routing_py_stands_in_for(
         pg: Postgres, dbname: str, db_url: str) -> None:
     """client.py ``TerminateBroken`` subclasses Tortoise's ``PoolConnectionWrapper(client,
-    pool_init_lock)`` (its ``connection``, its ``__aexit__`` that releases); replicas.py
-    ``ReplicaConnection`` stands in for it on a replica: Tortoise's reads use nothing of the
+    pool_init_lock)`` (its ``connection``, its ``__aexit__`` that releases); routing.py
+    ``replica_connection`` stands in for it on a replica: Tortoise's reads use nothing of the
     wrapper but ``async with client.acquire_connection() as connection``."""
     from tortoise_neon.client import TerminateBroken
-    from tortoise_neon.replicas import served
     from tortoise_neon.url import parse_replica_urls
 
     from tortoise.backends.base.client import PoolConnectionWrapper
+
+    from tests.test_replicas import counting_replica_reads
 
     assert list(inspect.signature(PoolConnectionWrapper.__init__).parameters) == [
         "self", "client", "pool_init_lock"], \
@@ -302,10 +303,10 @@ def test_the_pool_connection_wrapper_that_client_py_subclasses_and_replicas_py_s
         source = inspect.getsource(getattr(AsyncpgDBClient, name))
         assert "async with self.acquire_connection() as connection" in source, (
             f"Tortoise's AsyncpgDBClient.{name} no longer takes its connection from "
-            "acquire_connection(): tortoise_neon/replicas.py ReplicaConnection stands in there")
+            "acquire_connection(): tortoise_neon/routing.py replica_connection stands in there")
         assert "self._pool" not in source and "self._connection" not in source, (
             f"Tortoise's AsyncpgDBClient.{name} uses more than acquire_connection(): "
-            "tortoise_neon/replicas.py ReplicaConnection would not do")
+            "tortoise_neon/routing.py replica_connection would not do")
     migrate_database(pg, dbname)
     query(pg, dbname, "INSERT INTO library_members (name, joined_at) VALUES ('Ada', now()) "
                       "RETURNING id")
@@ -330,17 +331,18 @@ def test_the_pool_connection_wrapper_that_client_py_subclasses_and_replicas_py_s
                     raise ConnectionResetError("lost")
             lost.append(pid)
             assert await Member.all().count() == 1  # the pool opens a new one
-            for _ in range(100):  # the replica's pool opens in the background
-                await Member.all().values_list("name", flat=True)
-                if served(client)["replica"]:
-                    break
-                await asyncio.sleep(0.05)
-            assert served(client)["replica"], "no read reached the replica"
-            before = served(client)["replica"]
-            assert [m.name for m in await Member.all()] == ["Ada"]  # execute_query
-            assert await Member.all().values("name") == [{"name": "Ada"}]  # execute_query_dict
-            assert served(client)["replica"] == before + 2, (
-                "Tortoise's reads did not run on replicas.py ReplicaConnection")
+            with counting_replica_reads() as on_replica:
+                for _ in range(100):  # the replica's pool opens in the background
+                    await Member.all().values_list("name", flat=True)
+                    if on_replica.reads:
+                        break
+                    await asyncio.sleep(0.05)
+            assert on_replica.reads, "no read reached the replica"
+            with counting_replica_reads() as on_replica:
+                assert [m.name for m in await Member.all()] == ["Ada"]  # execute_query
+                assert await Member.all().values("name") == [{"name": "Ada"}]  # execute_query_dict
+            assert on_replica.reads == 2, (
+                "Tortoise's reads did not run on routing.py replica_connection")
         finally:
             await Tortoise.close_connections()
 

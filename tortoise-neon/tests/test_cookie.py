@@ -1,4 +1,4 @@
-"""The read-your-writes cookie (``db_wal``, tortoise_neon/replicas.py) and the 409/422 log lines, as
+"""The read-your-writes cookie (``db_wal``, read_your_writes.py) and the 409/422 log lines, as
 a client can shape them: nothing in the cookie derives from the database's password; a cookie
 that does not parse, verify or is too old is as if absent and cleared, never a 500 and never a
 switch to the primary; ``Secure`` over HTTPS; a client's value never reaches the log."""
@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 import tortoise_neon
-from tortoise_neon import replicas
+from tortoise_neon import read_your_writes, routing
+from tortoise_neon.read_your_writes import COOKIE, COOKIE_MAX_AGE, HEADER, cookie_value
 from tortoise_neon.testing import servers
 from tortoise_neon.testing.apps import app_running, create_tables
 from tortoise_neon.testing.fixtures import Postgres, replayed, script_env
@@ -28,14 +29,14 @@ POSITION = "0/16B3F40"
 def cookie_of(response: httpx.Response) -> str | None:
     """The Set-Cookie header for db_wal, if the response has one."""
     headers = [v for v in response.headers.get_list("set-cookie")
-               if v.startswith(f"{replicas.COOKIE}=")]
+               if v.startswith(f"{COOKIE}=")]
     assert len(headers) <= 1, headers
     return headers[0] if headers else None
 
 
 def cleared(response: httpx.Response) -> bool:
     header = cookie_of(response)
-    return header is not None and header.startswith(f"{replicas.COOKIE}=; Max-Age=0;")
+    return header is not None and header.startswith(f"{COOKIE}=; Max-Age=0;")
 
 
 # --- the key: the secret meant for it, never the password ------------------------------------
@@ -47,9 +48,9 @@ def test_the_cookie_for_a_write_position_is_the_same_whatever_the_password(
     """The client Tortoise builds from DATABASE_URL and DATABASE_URL_REPLICA (no connection is
     opened): two passwords, one cookie."""
     if secret is None:
-        monkeypatch.delenv(replicas.SECRET, raising=False)
+        monkeypatch.delenv(read_your_writes.SECRET, raising=False)
     else:
-        monkeypatch.setenv(replicas.SECRET, secret)
+        monkeypatch.setenv(read_your_writes.SECRET, secret)
 
     async def cookie(password: str) -> str:
         settings = tortoise_neon.parse_database_url(
@@ -59,7 +60,7 @@ def test_the_cookie_for_a_write_position_is_the_same_whatever_the_password(
         await Tortoise.init(config=tortoise_neon.tortoise_config(
             settings, migrations="tests.project.migrations"))
         try:
-            return connections.get("default").replicas.cookie_value(POSITION, 1_700_000_000)
+            return cookie_value(connections.get("default").router.key, POSITION, 1_700_000_000)
         finally:
             await Tortoise.close_connections()
 
@@ -68,14 +69,14 @@ def test_the_cookie_for_a_write_position_is_the_same_whatever_the_password(
     if secret is None:
         assert first == f"{POSITION}.1700000000"  # unsigned: nothing but the position and time
     else:
-        assert first == replicas.Replicas([], SECRET.encode()).cookie_value(POSITION, 1_700_000_000)
+        assert first == cookie_value(SECRET.encode(), POSITION, 1_700_000_000)
         assert first.count(".") == 2
 
 
 def test_a_short_secret_is_one_line_naming_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(replicas.SECRET, "password1")
+    monkeypatch.setenv(read_your_writes.SECRET, "password1")
     with pytest.raises(tortoise_neon.DatabaseError) as raised:
-        replicas.cookie_key()
+        read_your_writes.cookie_key()
     assert str(raised.value) == (
         "READ_YOUR_WRITES_SECRET has 9 characters: give it 32 or more random ones, the same for "
         "every worker (python -c \"import secrets; print(secrets.token_urlsafe(32))\"), or unset "
@@ -85,20 +86,19 @@ def test_a_short_secret_is_one_line_naming_the_fix(monkeypatch: pytest.MonkeyPat
 @pytest.mark.parametrize("key", [None, SECRET.encode()], ids=["unsigned", "signed"])
 def test_which_cookies_are_taken(key: bytes | None) -> None:
     """Taken: this configuration's form, fresh. Everything else is as if absent, and cleared."""
-    jar = replicas.Replicas([], key)
     now = int(time.time())
-    good = jar.cookie_value(POSITION, now)
-    other = replicas.Replicas([], None if key else SECRET.encode()).cookie_value(POSITION, now)
-    stale = jar.cookie_value(POSITION, now - replicas.COOKIE_MAX_AGE - 5)
-    ahead = jar.cookie_value(POSITION, now + replicas.CLOCK_SKEW + 60)
+    good = cookie_value(key, POSITION, now)
+    other = cookie_value(None if key else SECRET.encode(), POSITION, now)
+    stale = cookie_value(key, POSITION, now - COOKIE_MAX_AGE - 5)
+    ahead = cookie_value(key, POSITION, now + read_your_writes.CLOCK_SKEW + 60)
     for value in (other, stale, ahead, "0/0.1.\xe9", f"{POSITION}.\u00b2", good + "\xe9",
                   f"{POSITION}.{now}.{'0' * 20}", "", "garbage", good.replace("0/", "1/")
                   if key else f"{POSITION}.{now}.x"):
-        reads = replicas.Reads()
-        assert not jar.read_cookie(value, reads), value
+        reads = routing.RoutingState()
+        assert not read_your_writes.take_cookie(key, value, reads), value
         assert reads.bad_cookie and reads.must_see is None and not reads.trusted
-    reads = replicas.Reads()
-    assert jar.read_cookie(good, reads)
+    reads = routing.RoutingState()
+    assert read_your_writes.take_cookie(key, good, reads)
     assert (reads.must_see, reads.written_at, reads.trusted) == (POSITION, now, key is not None)
     assert not reads.bad_cookie
 
@@ -112,10 +112,10 @@ def test_bad_cookies_are_cleared_and_reads_stay_on_the_replica(
     create_tables(pg, db_url)
     replayed(pg, standby)
     env = script_env(pg, db_url, DATABASE_URL_REPLICA=replica_url,
-                     **{replicas.SECRET: SECRET})
+                     **{read_your_writes.SECRET: SECRET})
     log = tmp_path / "uvicorn.log"
-    jar = replicas.Replicas([], SECRET.encode())
-    non_ascii = {b"cookie": f"{replicas.COOKIE}=0/0.1.\xe9".encode("latin-1")}
+    key = SECRET.encode()
+    non_ascii = {b"cookie": f"{COOKIE}=0/0.1.\xe9".encode("latin-1")}
     with app_running(env, log) as api:
         for path in ("/health", "/members"):  # a 500 on every route before
             response = api.get(path, headers=non_ascii)
@@ -127,9 +127,9 @@ def test_bad_cookies_are_cleared_and_reads_stay_on_the_replica(
         assert header is not None and "; Secure" not in header, header
         value = header.split(";")[0].partition("=")[2]
         position, written, _ = value.split(".")
-        assert value == jar.cookie_value(position, int(written))  # the secret's, no other
-        assert f"Max-Age={replicas.COOKIE_MAX_AGE};" in header
-        assert created.headers[replicas.HEADER] == value  # the same, for a client without a jar
+        assert value == cookie_value(key, position, int(written))  # the secret's, no other
+        assert f"Max-Age={COOKIE_MAX_AGE};" in header
+        assert created.headers[HEADER] == value  # the same, for a client without a jar
         # The replica has replayed Ada (this process's latest write); Bob, written by another
         # program, is on the primary only: a reader with no cookie does not see him.
         replayed(pg, standby)
@@ -137,7 +137,7 @@ def test_bad_cookies_are_cleared_and_reads_stay_on_the_replica(
         try:
             servers.admin_execute(pg.target, "INSERT INTO library_members (name, joined_at) "
                                              "VALUES ('Bob', now())", database=dbname)
-            after_bob = servers.admin_query(pg.target, replicas.PRIMARY_POSITION)[0][0]
+            after_bob = servers.admin_query(pg.target, read_your_writes.PRIMARY_POSITION)[0][0]
             with httpx.Client(base_url=str(api.base_url), timeout=30) as reader:
                 for _ in range(100):
                     if "Bob" not in [m["name"] for m in reader.get("/members").json()]:
@@ -146,22 +146,22 @@ def test_bad_cookies_are_cleared_and_reads_stay_on_the_replica(
                 else:
                     raise AssertionError("the replica was never used")
             # A signed position past Bob: the primary, whether sent as the cookie or the header.
-            genuine = jar.cookie_value(after_bob, int(time.time()))
+            genuine = cookie_value(key, after_bob, int(time.time()))
             api.cookies.clear()
-            for sent in ({"cookie": f"{replicas.COOKIE}={genuine}"}, {replicas.HEADER: genuine}):
+            for sent in ({"cookie": f"{COOKIE}={genuine}"}, {HEADER: genuine}):
                 assert "Bob" in [m["name"] for m in api.get("/members", headers=sent).json()]
-            forged = jar.cookie_value("FFFFFFFF/0", int(time.time())).replace("FFFFFFFF/", "FFF/")
-            stale = jar.cookie_value(after_bob, int(time.time()) - replicas.COOKIE_MAX_AGE - 5)
+            forged = cookie_value(key, "FFFFFFFF/0", int(time.time())).replace("FFFFFFFF/", "FFF/")
+            stale = cookie_value(key, after_bob, int(time.time()) - COOKIE_MAX_AGE - 5)
             for bad in (forged, stale, "0/0.1.\xe9"):
                 api.cookies.clear()
                 response = api.get("/members", headers={
-                    b"cookie": f"{replicas.COOKIE}={bad}".encode("latin-1")})
+                    b"cookie": f"{COOKIE}={bad}".encode("latin-1")})
                 assert response.status_code == 200, response.text
                 assert cleared(response), (bad, response.headers)
                 names = [m["name"] for m in response.json()]
                 assert "Bob" not in names and "Ada" in names, bad  # the replica's view
                 as_header = api.get("/members", headers={
-                    replicas.HEADER.encode(): bad.encode("latin-1")})
+                    HEADER.encode(): bad.encode("latin-1")})
                 assert as_header.status_code == 200, as_header.text
                 assert "Bob" not in [m["name"] for m in as_header.json()], bad
                 assert cookie_of(as_header) is None  # a bad header clears no cookie

@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 from urllib.parse import quote
 
-from tortoise_neon import replicas
+from tortoise_neon import read_your_writes
 from tortoise_neon.testing import servers
 from tortoise_neon.testing.apps import app_running, create_tables, startup_failure
 from tortoise_neon.testing.fixtures import Postgres, project, replayed, run_script, script_env
@@ -91,7 +91,7 @@ def provoke(pg: Postgres, dbname: str, url: str, replica: str,
 
         created = send("a write (sets the cookie)", "POST", "/members", json={"name": "Ada"})
         assert created.status_code == 201, created.text
-        assert replicas.COOKIE in created.headers.get("set-cookie", "")
+        assert read_your_writes.COOKIE in created.headers.get("set-cookie", "")
         send("a read with the cookie", "GET", "/members")
         api.cookies.clear()
         for bad in ("0/0.1.\xe9", "0/1.1.0123456789abcdef0123", "FFFFFFFF/0.99999999999"):

@@ -1,6 +1,6 @@
 """Own writes for a client with no cookie jar (curl, httpx without a jar, a service calling
 another), with DATABASE_URL_REPLICA on a real hot standby 2 s behind: within one process, no read
-goes to a replica that has not replayed that process's latest write (tortoise_neon/replicas.py);
+goes to a replica that has not replayed that process's latest write (tortoise_neon/routing.py);
 a client may also send back the ``db-wal`` response header, which holds wherever its next
 request lands."""
 
@@ -10,7 +10,7 @@ import asyncio
 import time
 from pathlib import Path
 
-from tortoise_neon import replicas
+from tortoise_neon import read_your_writes
 from tortoise_neon.testing import servers
 from tortoise_neon.testing.apps import app_running, create_tables
 from tortoise_neon.testing.fixtures import Postgres, migrate_database, replayed, run, script_env
@@ -70,10 +70,10 @@ def test_three_workers_without_cookies_and_with_the_header(
             api.get("/members")
         time.sleep(3)  # (not a deadline: only so that the figure is about a warm app)
         without = [post_then_get(base, f"Ada {i}")[0] for i in range(30)]
-        with_header = [post_then_get(base, f"Grace {i}", {replicas.HEADER: ""})[0]
+        with_header = [post_then_get(base, f"Grace {i}", {read_your_writes.HEADER: ""})[0]
                        for i in range(30)]
     print(f"three workers, no cookies: {without.count(True)} of 30 saw their own write; "
-          f"sending back {replicas.HEADER}: {with_header.count(True)} of 30")
+          f"sending back {read_your_writes.HEADER}: {with_header.count(True)} of 30")
     assert with_header == [True] * 30, with_header
     assert "Traceback" not in log.read_text()
 
@@ -87,7 +87,7 @@ def test_the_db_wal_header_carries_own_writes_to_another_process(
     create_tables(pg, db_url)
     replayed(pg, standby)
     env = script_env(pg, db_url, DATABASE_URL_REPLICA=replica_url,
-                     **{replicas.SECRET: "a-secret-both-instances-share-" + "s" * 8})
+                     **{read_your_writes.SECRET: "a-secret-both-instances-share-" + "s" * 8})
     with app_running(env, tmp_path / "one.log") as one, \
             app_running(env, tmp_path / "two.log") as two:
         # ``two`` reads from the replica once its connection is open (opened in the background)
@@ -102,15 +102,15 @@ def test_the_db_wal_header_carries_own_writes_to_another_process(
         try:
             created = one.post("/members", json={"name": "Ada"})
             assert created.status_code == 201, created.text
-            value = created.headers[replicas.HEADER]
+            value = created.headers[read_your_writes.HEADER]
             two.cookies.clear()
             names = [m["name"] for m in two.get("/members").json()]
             assert "Ada" not in names, names  # another process, no header: the replica's view
-            sent = {replicas.HEADER: value}
+            sent = {read_your_writes.HEADER: value}
             for _ in range(3):
                 names = [m["name"] for m in two.get("/members", headers=sent).json()]
                 assert "Ada" in names, names  # the header: the primary, until the replica has it
-            edited = {replicas.HEADER: value.replace(value.split(".")[0], "FFFFFFFF/0")}
+            edited = {read_your_writes.HEADER: value.replace(value.split(".")[0], "FFFFFFFF/0")}
             names = [m["name"] for m in two.get("/members", headers=edited).json()]
             assert "Ada" not in names, names  # a header that does not verify is as if absent
         finally:
@@ -150,44 +150,43 @@ def resume(standby: servers.PostgresServer) -> None:
 def test_a_processs_write_holds_every_read_to_the_primary_until_the_replica_has_it(
         pg: Postgres, dbname: str, db_url: str, replica_url: str,
         standby: servers.PostgresServer) -> None:
-    """After ``written()`` (what the middleware calls once a request's write committed), a new
-    request with no cookie reads from the primary while the replica is behind; once the replica
-    has replayed it, from the replica, and with no more checks (no round trip): the position a
-    replica has replayed is remembered."""
-    from tests.test_replicas import in_new_request, routing
+    """After ``remember_write()`` (what the middleware calls once a request's write committed), a
+    new request with no cookie reads from the primary while the replica is behind; once the
+    replica has replayed it, from the replica, and with no more checks (no round trip): the
+    position a replica has replayed is remembered."""
+    from tests.test_replicas import counting_replica_reads, in_new_request, routing
 
     migrate_database(pg, dbname)
     replayed(pg, standby)
 
     async def go() -> None:
         async with routing(pg, db_url, replica_url, standby) as client:
-            jar = client.replicas
             await asyncio.to_thread(pause, standby)
 
             async def write() -> str:
                 await Member.create(name="Ada")
                 async with client.acquire_connection() as connection:
-                    return str(await connection.fetchval(replicas.PRIMARY_POSITION))
+                    return str(await connection.fetchval(read_your_writes.PRIMARY_POSITION))
 
-            jar.written(await in_new_request(write))
-            before = dict(replicas.served(client))
-            assert await in_new_request(Member.all().count) == 1  # another request: the primary
-            assert replicas.served(client)["primary"] == before.get("primary", 0) + 1
-            assert jar.checks >= 1  # the replica was asked, and was behind
+            client.router.remember_write(await in_new_request(write))
+            with counting_replica_reads() as on_replica:
+                assert await in_new_request(Member.all().count) == 1  # another request: primary
+            assert on_replica.reads == 0
+            assert on_replica.checks >= 1  # the replica was asked, and was behind
             await asyncio.to_thread(resume, standby)
-            for _ in range(300):  # the replica replays 2 s behind: then it serves the reads
-                served = replicas.served(client)["replica"]
-                count = await in_new_request(Member.all().count)
-                if replicas.served(client)["replica"] > served:
-                    break
-                await asyncio.sleep(0.1)
-            else:
-                raise AssertionError("the replica never served a read again")
+            with counting_replica_reads() as on_replica:
+                for _ in range(300):  # the replica replays 2 s behind: then it serves the reads
+                    count = await in_new_request(Member.all().count)
+                    if on_replica.reads:
+                        break
+                    await asyncio.sleep(0.1)
+                else:
+                    raise AssertionError("the replica never served a read again")
             assert count == 1  # it has Ada
-            checks, served = jar.checks, replicas.served(client)["replica"]
-            for _ in range(5):
-                assert await in_new_request(Member.all().count) == 1
-            assert replicas.served(client)["replica"] == served + 5
-            assert jar.checks == checks  # caught up and remembered: no round trip to check
+            with counting_replica_reads() as on_replica:
+                for _ in range(5):
+                    assert await in_new_request(Member.all().count) == 1
+            assert on_replica.reads == 5
+            assert on_replica.checks == 0  # caught up and remembered: no round trip to check
 
     run(go())

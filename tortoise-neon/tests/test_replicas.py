@@ -1,4 +1,4 @@
-"""Read replicas (DATABASE_URL_REPLICA, tortoise_neon/replicas.py) against a real hot standby of the
+"""Read replicas (DATABASE_URL_REPLICA, tortoise_neon/routing.py) against a real hot standby of the
 test server that replays 2 s behind it on purpose: scripts and requests read their own writes,
 clients that wrote nothing read from the replica, and a replica that is down, waking or far
 behind costs no request."""
@@ -9,13 +9,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import tortoise_neon
-from tortoise_neon import replicas
+from tortoise_neon import read_your_writes
+from tortoise_neon.read_your_writes import cookie_value, take_cookie
+from tortoise_neon.routing import RoutingState, request_state
 from tortoise_neon.testing import hostnames, servers
 from tortoise_neon.testing.apps import (
     app_database,
@@ -101,14 +103,42 @@ async def tortoise_with_replica(pg: Postgres, db_url: str, replica_url: str) -> 
     await Tortoise.init(config=project_config(settings))
 
 
-async def in_new_request(coro_fn, reads: replicas.Reads | None = None):  # type: ignore[no-untyped-def]
+async def in_new_request(coro_fn, reads: RoutingState | None = None):  # type: ignore[no-untyped-def]
     """Run ``coro_fn()`` as a new request does: a task with routing state of its own."""
 
     async def request():  # type: ignore[no-untyped-def]
-        replicas._reads.set(reads or replicas.Reads())
+        request_state.set(reads or RoutingState())
         return await coro_fn()
 
     return await asyncio.get_running_loop().create_task(request())
+
+
+class ReplicaReads(logging.Handler):
+    """Counts, from tortoise_neon.routing's DEBUG records, the reads that ran on a replica and
+    the replicas asked how far they have replayed (a round trip each)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.reads = self.checks = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.msg.startswith("Read ran on replica"):
+            self.reads += 1
+        elif record.msg.startswith("Read replica %s has replayed"):
+            self.checks += 1
+
+
+@contextlib.contextmanager
+def counting_replica_reads() -> Iterator[ReplicaReads]:
+    logger, handler = logging.getLogger("tortoise_neon.routing"), ReplicaReads()
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 @contextlib.asynccontextmanager
@@ -122,7 +152,7 @@ async def routing(pg: Postgres, db_url: str, replica_url: str,
     try:
         await in_new_request(Member.all().count)
         for _ in range(300):
-            if client.replicas.replicas[0].usable():
+            if client.router.replicas[0].usable():
                 break
             await asyncio.sleep(0.05)
         else:
@@ -141,12 +171,12 @@ def test_reads_go_to_the_replica_writes_and_what_follows_them_to_the_primary(
     pause(standby)
 
     async def go() -> None:
-        async with routing(pg, db_url, replica_url, standby) as client:
+        async with routing(pg, db_url, replica_url, standby):
             await Member.create(name="Ada")  # this task wrote: its reads go to the primary
             assert await Member.all().count() == 1
-            before = dict(replicas.served(client))
-            assert await in_new_request(Member.all().count) == 0  # another request: the replica
-            assert replicas.served(client)["replica"] == before.get("replica", 0) + 1
+            with counting_replica_reads() as on_replica:
+                assert await in_new_request(Member.all().count) == 0  # another request: replica
+            assert on_replica.reads == 1
             with tortoise_neon.primary():  # forced to the primary
                 assert await in_new_request(Member.all().count) == 1
             # select_for_update and transactions: the primary's
@@ -165,7 +195,7 @@ def test_a_client_behind_its_own_write_reads_from_the_primary_until_the_replica_
         pg: Postgres, dbname: str, db_url: str, replica_url: str,
         standby: servers.PostgresServer, caplog: pytest.LogCaptureFixture,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(replicas.SECRET, "a-secret-for-the-cookie-only-" + "x" * 8)
+    monkeypatch.setenv(read_your_writes.SECRET, "a-secret-for-the-cookie-only-" + "x" * 8)
     migrate_database(pg, dbname)
     replayed(pg, standby)
 
@@ -174,22 +204,22 @@ def test_a_client_behind_its_own_write_reads_from_the_primary_until_the_replica_
             await asyncio.to_thread(pause, standby)
             await Member.create(name="Ada")
             async with client.acquire_connection() as connection:
-                position = await connection.fetchval(replicas.PRIMARY_POSITION)
-            signed = client.replicas.cookie_value(position)
+                position = await connection.fetchval(read_your_writes.PRIMARY_POSITION)
+            signed = cookie_value(client.router.key, position)
             # The client's cookie: the replica has not replayed its write, so the primary.
-            writer = replicas.Reads()
-            client.replicas.read_cookie(signed, writer)
+            writer = RoutingState()
+            take_cookie(client.router.key, signed, writer)
             assert writer.must_see == position
             assert await in_new_request(Member.all().count, writer) == 1
             assert writer.caught_up is False
             # An edited cookie is as if absent (and cleared): that client reads from the replica.
-            edited = replicas.Reads()
-            assert not client.replicas.read_cookie(signed.replace(position, "0/1"), edited)
+            edited = RoutingState()
+            assert not take_cookie(client.router.key, signed.replace(position, "0/1"), edited)
             assert edited.bad_cookie and edited.must_see is None
             assert await in_new_request(Member.all().count, edited) == 0
             assert await in_new_request(Member.all().count) == 0  # nobody else's
             # Far behind: a write older than FAR_BEHIND not replayed yet: the primary for all.
-            old = replicas.Reads(must_see=position, written_at=time.time() - 60, trusted=True)
+            old = RoutingState(must_see=position, written_at=time.time() - 60, trusted=True)
             with caplog.at_level(logging.WARNING, logger="tortoise_neon.replicas"):
                 assert await in_new_request(Member.all().count, old) == 1
                 assert await in_new_request(Member.all().count) == 1
@@ -198,9 +228,9 @@ def test_a_client_behind_its_own_write_reads_from_the_primary_until_the_replica_
             assert "reads go to the primary; trying it again in 30 s" in lines[0]
             await asyncio.to_thread(resume, standby)
             # Caught up: the replica again, for a client whose write it has replayed.
-            client.replicas.replicas[0].down_until = 0
-            again = replicas.Reads()
-            client.replicas.read_cookie(signed, again)
+            client.router.replicas[0].down_until = 0
+            again = RoutingState()
+            take_cookie(client.router.key, signed, again)
             for _ in range(100):
                 again.caught_up = None
                 if await in_new_request(Member.all().count, again) == 1 and again.caught_up:
@@ -229,7 +259,7 @@ def test_the_app_reads_a_clients_own_writes_and_serves_others_from_the_replica(
         for i in range(10):
             created = writer.post("/members", json={"name": f"Ada {i}"})
             assert created.status_code == 201, created.text
-            assert replicas.COOKIE in created.headers.get("set-cookie", "")
+            assert read_your_writes.COOKIE in created.headers.get("set-cookie", "")
             names = [m["name"] for m in writer.get("/members", params={"limit": 100}).json()]
             assert f"Ada {i}" in names, (i, names)
         # Clients that wrote nothing read from the replica once it has replayed this process's

@@ -58,7 +58,7 @@ from tortoise_neon.asgi import OneLineStartupErrors, answer_503_when_down
 from tortoise_neon.config import project_models, tortoise_config
 from tortoise_neon.environment import load_settings
 from tortoise_neon.errors import DatabaseError, explain_error
-from tortoise_neon.replicas import primary
+from tortoise_neon.routing import primary
 from tortoise_neon.schema import SCHEMA_LOCK_ID, check_schema, create_schema, migrate
 from tortoise_neon.schema_changes import rename_table
 from tortoise_neon.script import connect, one_line_errors_for_other_tools, run

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from tortoise_neon.client import LOST, MaybeSaved, Unavailable
 from tortoise_neon.constraints import printable, problem, refusal, violation
 from tortoise_neon.errors import USER_FACING, DatabaseError, explain_error
-from tortoise_neon.replicas import ReadYourWrites
+from tortoise_neon.read_your_writes import ReadYourWrites
 
 if TYPE_CHECKING:
     from fastapi import FastAPI, Request
