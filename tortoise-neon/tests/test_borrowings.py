@@ -18,7 +18,7 @@ import tortoise_neon
 from tortoise_neon.client import Client, Resilient, Transaction
 from tortoise_neon.connecting import is_not_ready
 from tortoise_neon.errors import used_a_closed_connection
-from tortoise_neon.schema import _recorder_table_sql
+from tortoise_neon.migrate import _recorder_table_sql
 from tortoise_neon.testing import servers as servers_module
 from tortoise_neon.testing.fixtures import (
     Postgres,
@@ -356,7 +356,7 @@ def test_what_schema_py_reads_of_tortoises_models_and_migrations(
     MigrationRecorder(None)).load_disk()`` (``disk_migrations``' keys: ``app_label``, ``name``),
     counts the applied ones from the status of its last statement, asyncpg's ``"SELECT <rows>"``,
     and checks each model's columns from ``_meta.fields_db_projection``."""
-    from tortoise_neon.schema import _applied_count, _migrations_on_disk, check_schema
+    from tortoise_neon.migrate import _applied_count, _migrations_on_disk, check_schema
 
     apps = project_config(tortoise_neon.parse_database_url(db_url))["apps"]
     on_disk = _migrations_on_disk(apps)
@@ -395,8 +395,9 @@ def test_postgresqls_texts_as_errors_py_and_schema_py_read_them(
     not exist`` (schema.py ``check_schema`` names its table), a required column added to rows
     (errors.py ``explain_error``), a database that does not exist (re-sent by Neon's proxy as
     XX000, matched by errors.py ``NEON_FAILURES``)."""
-    from tortoise_neon.errors import DatabaseError, explain_error, neon_failure
-    from tortoise_neon.schema import check_schema
+    from tortoise_neon.connect_errors import neon_failure
+    from tortoise_neon.errors import DatabaseError, explain_error
+    from tortoise_neon.migrate import check_schema
 
     migrate_database(pg, dbname)
     execute(pg, dbname, "ALTER TABLE library_members DROP COLUMN handle")
@@ -460,7 +461,7 @@ def test_postgresqls_words_for_a_compute_out_of_slots_as_errors_py_reads_them(
     """errors.py ``is_slots_full``: 53300 directly, or through Neon's proxy (XX000, the text
     only) when its text starts with "remaining connection slots are reserved" (an ordinary
     role, the last free slots the superuser's) or "sorry, too many clients already"."""
-    from tortoise_neon.errors import SLOTS_FULL, is_slots_full
+    from tortoise_neon.connect_errors import SLOTS_FULL, is_slots_full
     from tortoise_neon.testing import servers
 
     server = few_slots.server
@@ -503,7 +504,7 @@ def test_postgresqls_words_for_a_connection_without_tls_as_errors_py_reads_them(
     """errors.py ``explain_connect_error`` says a server requires TLS (with sslmode=disable)
     when the refusal's text has "no encryption" (PostgreSQL's pg_hba.conf line), "ssl" or
     "insecure" (Neon's proxy). A ``hostnossl ... reject`` line for a role of this test only."""
-    from tortoise_neon.errors import explain_connect_error
+    from tortoise_neon.connect_errors import explain_connect_error
 
     user = "borrowings_tls_only"
     hba = local_pg.datadir / "pg_hba.conf"
@@ -542,7 +543,7 @@ def test_neon_proxy_texts_as_errors_py_matches_them() -> None:
     proxy/src), which it sends as XX000 with the message only. No live Neon here: the texts are
     those of the repository's Neon-faithful proxy (tortoise_neon/testing/neon_proxy.py), and this
     test holds errors.py and that proxy to the same words."""
-    from tortoise_neon.errors import explain_connect_error, neon_failure
+    from tortoise_neon.connect_errors import explain_connect_error, neon_failure
     from tortoise_neon.testing import neon_proxy
 
     settings = tortoise_neon.parse_database_url(
@@ -610,7 +611,7 @@ def test_tortoises_validation_error_text_as_asgi_py_reads_it(
         pg: Postgres, dbname: str, db_url: str) -> None:
     """asgi.py answers a Tortoise ``ValidationError`` with 422 and the field, from its text
     ``"<field>: <why>"``; errors.py keeps that text (the field) rather than its cause's."""
-    from tortoise_neon.asgi import answer_503_when_down
+    from tortoise_neon.asgi import answer_database_errors
     from tortoise_neon.errors import explain_error
 
     from fastapi import FastAPI
@@ -618,7 +619,7 @@ def test_tortoises_validation_error_text_as_asgi_py_reads_it(
 
     migrate_database(pg, dbname)
     app = FastAPI()
-    answer_503_when_down(app)
+    answer_database_errors(app)
 
     @app.post("/members")
     async def add() -> dict[str, str]:
