@@ -11,7 +11,8 @@ The public surface, what main.py, transactions.py, the Tortoise CLI and the Fast
                           processes start at once (``create_schema()`` without migrations)
 - ``check_schema()``      check that migrations created every model's table and columns
 - ``OneLineStartupErrors`` a web app's start-up failure as one line (``asgi.py``)
-- ``answer_database_errors(app)`` a FastAPI app answers 503 when the database is down, 409/422 for a refused write
+- ``answer_database_errors(app)`` a FastAPI app answers 503 when the database is down, 409 or
+                          422 for a refused write
 - ``rename_table()``      a migration's operations after a ``Meta.table`` change
 - ``primary()``           reads in the block go to the primary, not DATABASE_URL_REPLICA
 - ``DatabaseError``, ``explain_error()``   the one-line errors

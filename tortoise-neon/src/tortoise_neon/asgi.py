@@ -80,20 +80,16 @@ async def _constraint_broken(request: Request, exc: Exception, *,
     broken = violation(exc)
     if broken is None:
         raise exc
-    log.warning("%s %s: %s", _where(request), printable(request.url.path),
+    log.warning("%s %s: %s", printable(request.method, 20), printable(request.url.path),
                 printable(broken.line()))
     return _json(broken.body(show_constraint_names), broken.status)
 
 
 async def _invalid_for_the_model(request: Request, exc: Exception) -> JSONResponse:
     field, kind, type_ = refusal(exc)
-    log.warning("%s %s: refused by the model: %s%s", _where(request),
+    log.warning("%s %s: refused by the model: %s%s", printable(request.method, 20),
                 printable(request.url.path), f"field {field}: " if field else "", kind)
     return _json(problem(field, kind, type_), 422)
-
-
-def _where(request: Request) -> str:
-    return printable(request.method, 20)
 
 
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:

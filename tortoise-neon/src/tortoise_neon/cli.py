@@ -8,6 +8,7 @@ import functools
 import io
 import os
 import sys
+from contextlib import suppress
 from typing import Any
 
 from tortoise_neon.connecting import CONNECTED
@@ -55,11 +56,9 @@ class HeldOutput(io.TextIOBase):
     def release(self) -> None:
         if not self.released:
             self.released = True
-            try:
+            with suppress(OSError, ValueError):  # the reader has gone (`| head`), or it closed
                 self.stream.write("".join(self.held))
                 self.stream.flush()
-            except (OSError, ValueError):  # the reader has gone (`| head`), or it was closed
-                pass
             self.held.clear()
 
 

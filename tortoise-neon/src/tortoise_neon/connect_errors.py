@@ -28,14 +28,15 @@ class NeonFailure:
 
 
 CONSOLE = "Neon console"
+NO_DATABASE = NeonFailure(r'database ".*" does not exist', False,
+                          "Database {database} does not exist at {host}: fix the name after the "
+                          "host in {variable} (Neon's default is neondb)")
 NEON_FAILURES = (
     NeonFailure(r"password authentication failed for user", False,
                 "Password authentication failed for user {user} at {host}: copy the connection "
                 "string again from Neon's Connect dialog; on Neon this also means an unknown role "
                 "or a typo in the endpoint id ({endpoint})"),
-    NeonFailure(r'database ".*" does not exist', False,
-                "Database {database} does not exist at {host}: fix the name after the host in "
-                "{variable} (Neon's default is neondb)"),
+    NO_DATABASE,
     NeonFailure(r"Endpoint ID is not specified", False,
                 "Neon cannot tell which endpoint {host} means (Endpoint ID is not specified): use "
                 "the host name from Neon's Connect dialog (ep-....neon.tech), or add "
@@ -145,9 +146,8 @@ def explain_connect_error(exc: BaseException, s: DatabaseSettings) -> str:
         return (f"Password authentication failed for user {s.user} at {s.host}: copy the "
                 "connection string again from Neon's Connect dialog (or reset the role's "
                 "password)")
-    if isinstance(exc, asyncpg.InvalidCatalogNameError):
-        return (f"Database {s.database} does not exist at {s.host}: fix the name after the host "
-                f"in {s.variable} (Neon's default is neondb)")
+    if isinstance(exc, asyncpg.InvalidCatalogNameError):  # PostgreSQL's 3D000: the same line
+        return explain_neon(NO_DATABASE, exc, s)
     if isinstance(exc, asyncpg.PostgresError) and s.sslmode in ("disable", "allow") and any(
             word in message.lower() for word in ("no encryption", "ssl", "insecure")):
         return f"{s.host} requires TLS: remove sslmode={s.sslmode} from {s.variable}"

@@ -39,8 +39,7 @@ REFUSED_TYPE = (asyncpg.DataError, asyncpg.DatatypeMismatchError, asyncpg.Cannot
 
 
 def _refused(exc: BaseException) -> bool:
-    """Nothing listens there (asyncio's "Multiple exceptions: [Errno 111] ..." for a host with
-    several addresses counts when every one refused)."""
+    """Nothing listens there (for a host with several addresses: every one refused)."""
     if isinstance(exc, ConnectionRefusedError):
         return True
     errnos = re.findall(r"\[Errno (\d+)\]", str(exc)) if isinstance(exc, OSError) else []
@@ -79,14 +78,6 @@ def is_read_only(exc: BaseException) -> bool:
         isinstance(exc, asyncpg.InternalServerError) and "in a read-only transaction" in str(exc))
 
 
-def explain_read_only(exc: BaseException, variable: str) -> str:
-    """The line for a write (a migration, the schema check) on a server that only reads."""
-    first = (str(exc).splitlines() or [""])[0]
-    return (f"The server in {variable} is read-only, a read replica or hot standby ({first}): "
-            f"{variable} needs the primary's connection string (on Neon, the branch's read-write "
-            "compute, not a read replica's); replicas go in DATABASE_URL_REPLICA")
-
-
 def refused_type_change(exc: BaseException) -> str | None:
     """The line for a migration's ``ALTER COLUMN ... TYPE`` that the rows refused, with the
     table and column from Tortoise's ``_alter_field`` frame; None for any other error."""
@@ -118,8 +109,11 @@ def explain_error(exc: BaseException, variable: str = "DATABASE_URL") -> str:
     if broken is not None:
         return broken.line()
     read_only = next((e for e in causes(exc) if is_read_only(e)), None)
-    if read_only is not None:
-        return explain_read_only(read_only, variable)
+    if read_only is not None:  # a write (a migration, the schema check) on a replica
+        first = (str(read_only).splitlines() or [""])[0]
+        return (f"The server in {variable} is read-only, a read replica or hot standby ({first}): "
+                f"{variable} needs the primary's connection string (on Neon, the branch's "
+                "read-write compute, not a read replica's); replicas go in DATABASE_URL_REPLICA")
     refused = refused_type_change(exc)
     if refused is not None:
         return refused

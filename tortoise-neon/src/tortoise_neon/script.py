@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager, suppress
 from typing import Any
 
 from tortoise_neon.config import tortoise_config
@@ -85,17 +85,12 @@ def _exit(code: int, line: str) -> None:
     raise SystemExit(code)
 
 
-SIGPIPE = 13
-
-
 def _output_closed() -> None:
     """Stop without a word when the reader has gone, with the status ``cat`` or ``seq`` get
-    there (141: stopped by SIGPIPE)."""
-    try:  # Python's last flush of stdout at exit must not fail again ("Exception ignored")
+    there (141: 128 + SIGPIPE)."""
+    with suppress(OSError, ValueError):  # Python's last flush of stdout must not fail again
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    except (OSError, ValueError):
-        pass
-    raise SystemExit(128 + SIGPIPE)
+    raise SystemExit(141)
 
 
 async def _cancel_on_signals(main: Coroutine[Any, Any, None]) -> None:
@@ -110,10 +105,8 @@ async def _cancel_on_signals(main: Coroutine[Any, Any, None]) -> None:
             task.cancel()
 
     for signum in (signal.SIGINT, signal.SIGTERM):
-        try:
+        with suppress(NotImplementedError, RuntimeError):  # Windows: KeyboardInterrupt instead
             loop.add_signal_handler(signum, on_signal, signum)
-        except (NotImplementedError, RuntimeError):  # Windows: KeyboardInterrupt instead
-            pass
     try:
         await task
     except asyncio.CancelledError:
