@@ -6,16 +6,12 @@ import re
 import socket
 import ssl
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from tortoise_neon.errors import failure_reason
 from tortoise_neon.url import is_neon
-from tortoise_neon.url_settings import is_local_host
+from tortoise_neon.url_settings import DatabaseSettings, is_local_host
 
 import asyncpg
-
-if TYPE_CHECKING:
-    from tortoise_neon.url_settings import DatabaseSettings
 
 
 @dataclass(frozen=True)
