@@ -33,23 +33,17 @@ ADDRESS_TYPES = {"IPv4": "ip_v4_address", "IPv6": "ip_v6_address",
 
 @dataclass(frozen=True)
 class Violation:
-    sqlstate: str
+    status: int
+    what: str
+    type: str
     table: str | None
     field: str | None
     constraint: str | None
 
-    @property
-    def status(self) -> int:
-        return KINDS[self.sqlstate][0]
-
-    @property
-    def what(self) -> str:
-        return KINDS[self.sqlstate][1]
-
     def body(self, show_constraint: bool = False) -> dict[str, object]:
         """The app's answer; the constraint's name (it names the table) only when asked."""
         extra = {"constraint": self.constraint} if self.constraint and show_constraint else {}
-        return problem(self.field, self.what, KINDS[self.sqlstate][2], **extra)
+        return problem(self.field, self.what, self.type, **extra)
 
     def line(self) -> str:
         """One line for a log or a script."""
@@ -68,7 +62,7 @@ def violation(exc: BaseException) -> Violation | None:
         table, constraint = getattr(exc, "table_name", None), getattr(exc, "constraint_name", None)
         field = getattr(exc, "column_name", None)
         key = re.match(r"Key \(([^)]+)\)=", getattr(exc, "detail", None) or "")
-        return Violation(exc.sqlstate, table,
+        return Violation(*KINDS[exc.sqlstate], table,
                          field or (key.group(1) if key else None) or _checked(table, constraint),
                          constraint)
     if isinstance(exc, sqlite3.IntegrityError):
@@ -76,7 +70,7 @@ def violation(exc: BaseException) -> Violation | None:
                          str(exc))
         if found:
             table, _, field = (found.group(2) or "").partition(".")
-            return Violation(SQLITE[found.group(1)], table or None, field or None, None)
+            return Violation(*KINDS[SQLITE[found.group(1)]], table or None, field or None, None)
     return None
 
 
