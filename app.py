@@ -11,7 +11,7 @@ table) is one ``Error:`` line, as in the scripts.
 
 When the database is down or its compute restarts, the tortoise_neon library retries what is safe
 (a read, on a new connection) and the app answers 503 with ``Retry-After`` instead of a 500
-(``tortoise_neon.answer_503_when_down``): a POST whose connection was lost after it was sent says
+(``tortoise_neon.answer_database_errors``): a POST whose connection was lost after it was sent says
 ``"may_have_been_saved": true``. ``/health`` is for the platform (it never wakes the database);
 ``/health/db`` checks the database.
 """
@@ -41,7 +41,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 app = FastAPI(title="Neon + Tortoise ORM quickstart", lifespan=lifespan)
 app.add_middleware(tortoise_neon.OneLineStartupErrors)
-tortoise_neon.answer_503_when_down(app)
+tortoise_neon.answer_database_errors(app)
 
 
 class NewUser(BaseModel):

@@ -140,7 +140,7 @@ def test_the_readme_diff_changes_at_most_five_lines(after: Path) -> None:
     app = (after / "shop" / "app.py").read_text()
     script = (after / "shop_script.py").read_text()
     assert "tortoise_neon.tortoise_config(" in app  # the config from DATABASE_URL
-    assert "tortoise_neon.answer_503_when_down(app)" in app  # 503/409
+    assert "tortoise_neon.answer_database_errors(app)" in app  # 503/409
     assert "generate_schemas=True" in app  # the app keeps its own way of making tables
     assert "tortoise_neon.run(main())" in script  # the script runner
     assert "tortoise_neon" not in (BEFORE / "shop" / "app.py").read_text()  # BEFORE: plain

@@ -18,7 +18,7 @@ import tortoise_neon
 from tortoise_neon.client import Client, RetryingClient, Transaction
 from tortoise_neon.connecting import is_not_ready
 from tortoise_neon.errors import used_a_closed_connection
-from tortoise_neon.schema import _recorder_table_sql
+from tortoise_neon.migrate import _recorder_table_sql
 from tortoise_neon.testing import servers as servers_module
 from tortoise_neon.testing.fixtures import (
     Postgres,
@@ -99,7 +99,7 @@ def test_transactions_pools_and_parents(pg: Postgres, dbname: str, db_url: str) 
 
 
 def test_the_migration_executors_schema_editor(pg: Postgres, dbname: str, db_url: str) -> None:
-    """schema.py takes the migrations table's CREATE TABLE from Tortoise's executor
+    """migrate.py takes the migrations table's CREATE TABLE from Tortoise's executor
     (``_schema_editor(atomic=False)._get_model_sql_data(model).table_sql``)."""
     assert "atomic" in inspect.signature(MigrationExecutor._schema_editor).parameters
 
@@ -354,17 +354,17 @@ def test_the_pool_connection_wrapper_that_client_py_subclasses_and_routing_py_st
 
 def test_what_schema_py_reads_of_tortoises_models_and_migrations(
         pg: Postgres, dbname: str, db_url: str) -> None:
-    """schema.py lists the migrations on disk with ``MigrationLoader(apps,
+    """migrate.py lists the migrations on disk with ``MigrationLoader(apps,
     MigrationRecorder(None)).load_disk()`` (``disk_migrations``' keys: ``app_label``, ``name``),
     counts the applied ones from the status of its last statement, asyncpg's ``"SELECT <rows>"``,
     and checks each model's columns from ``_meta.fields_db_projection``."""
-    from tortoise_neon.schema import _applied_count, _migrations_on_disk, check_schema
+    from tortoise_neon.migrate import _applied_count, _migrations_on_disk, check_schema
 
     apps = project_config(tortoise_neon.parse_database_url(db_url))["apps"]
     on_disk = _migrations_on_disk(apps)
     assert on_disk == [("models", "0001_initial")], (
         f"Tortoise's MigrationLoader(apps, MigrationRecorder(None)).load_disk() found {on_disk}: "
-        "tortoise_neon/schema.py _migrations_on_disk")
+        "tortoise_neon/migrate.py _migrations_on_disk")
     migrate_database(pg, dbname)
     columns = {r[0] for r in query(
         pg, dbname, "SELECT column_name FROM information_schema.columns "
@@ -383,22 +383,23 @@ def test_what_schema_py_reads_of_tortoises_models_and_migrations(
     status, applied, none, projection = run(go())
     assert status == "SELECT 3", (
         f"asyncpg's status of a script's last SELECT is {status!r}, not 'SELECT <rows>': "
-        "tortoise_neon/schema.py _applied_count parses it")
+        "tortoise_neon/migrate.py _applied_count parses it")
     assert (applied, none) == (1, 0), (applied, none)
     assert set(projection) >= {"id", "name", "handle", "joined_at"} and set(
         projection.values()) == columns, (
         f"Tortoise's _meta.fields_db_projection is {projection}, the table's columns {columns}: "
-        "tortoise_neon/schema.py check_schema selects them")
+        "tortoise_neon/migrate.py check_schema selects them")
 
 
 def test_postgresqls_texts_as_errors_py_and_schema_py_read_them(
         pg: Postgres, dbname: str, db_url: str) -> None:
     """PostgreSQL's own words that the package matches: a missing column's ``column "x" does
-    not exist`` (schema.py ``check_schema`` names its table), a required column added to rows
+    not exist`` (migrate.py ``check_schema`` names its table), a required column added to rows
     (errors.py ``explain_error``), a database that does not exist (re-sent by Neon's proxy as
-    XX000, matched by errors.py ``NEON_FAILURES``)."""
-    from tortoise_neon.errors import DatabaseError, explain_error, neon_failure
-    from tortoise_neon.schema import check_schema
+    XX000, matched by connect_errors.py ``NEON_FAILURES``)."""
+    from tortoise_neon.connect_errors import neon_failure
+    from tortoise_neon.errors import DatabaseError, explain_error
+    from tortoise_neon.migrate import check_schema
 
     migrate_database(pg, dbname)
     execute(pg, dbname, "ALTER TABLE library_members DROP COLUMN handle")
@@ -414,7 +415,7 @@ def test_postgresqls_texts_as_errors_py_and_schema_py_read_them(
     missing_column = run(go())
     assert 'column "handle" of relation "library_members" does not exist' in str(
         missing_column), (f"PostgreSQL's text for a missing column changed ({missing_column}): "
-                          "tortoise_neon/schema.py check_schema replaces ' does not exist'")
+                          "tortoise_neon/migrate.py check_schema replaces ' does not exist'")
 
     async def provoke() -> tuple[BaseException, BaseException]:
         connection = await pg.admin(dbname)
@@ -443,7 +444,7 @@ def test_postgresqls_texts_as_errors_py_and_schema_py_read_them(
     through_neon = asyncpg.InternalServerError(str(no_database))  # Neon re-sends the text only
     failure = neon_failure(through_neon)
     assert failure is not None and "does not exist" in failure.words, (
-        f"PostgreSQL's text changed ({no_database}): tortoise_neon/errors.py NEON_FAILURES")
+        f"PostgreSQL's text changed ({no_database}): tortoise_neon/connect_errors.py NEON_FAILURES")
 
 
 def ssl_for(pg: Postgres) -> object:
@@ -459,10 +460,10 @@ def ssl_for(pg: Postgres) -> object:
 
 def test_postgresqls_words_for_a_compute_out_of_slots_as_errors_py_reads_them(
         few_slots: Postgres) -> None:
-    """errors.py ``is_slots_full``: 53300 directly, or through Neon's proxy (XX000, the text
+    """connect_errors.py ``is_slots_full``: 53300 directly, or through Neon's proxy (XX000, the text
     only) when its text starts with "remaining connection slots are reserved" (an ordinary
     role, the last free slots the superuser's) or "sorry, too many clients already"."""
-    from tortoise_neon.errors import SLOTS_FULL, is_slots_full
+    from tortoise_neon.connect_errors import SLOTS_FULL, is_slots_full
     from tortoise_neon.testing import servers
 
     server = few_slots.server
@@ -494,18 +495,18 @@ def test_postgresqls_words_for_a_compute_out_of_slots_as_errors_py_reads_them(
                        (too_many, "sorry, too many clients already")):
         assert str(exc).startswith(words), (
             f"PostgreSQL says {exc} when the slots are full, not '{words}...': "
-            "tortoise_neon/errors.py SLOTS_FULL")
+            "tortoise_neon/connect_errors.py SLOTS_FULL")
         assert SLOTS_FULL.match(str(exc)) and is_slots_full(exc)
         assert is_slots_full(asyncpg.InternalServerError(str(exc))), (
-            f"tortoise_neon/errors.py is_slots_full misses {exc} re-sent by Neon's proxy")
+            f"tortoise_neon/connect_errors.py is_slots_full misses {exc} re-sent by Neon's proxy")
 
 
 def test_postgresqls_words_for_a_connection_without_tls_as_errors_py_reads_them(
         local_pg: servers_module.PostgresServer) -> None:
-    """errors.py ``explain_connect_error`` says a server requires TLS (with sslmode=disable)
+    """connect_errors.py ``explain_connect_error`` says a server requires TLS (with sslmode=disable)
     when the refusal's text has "no encryption" (PostgreSQL's pg_hba.conf line), "ssl" or
     "insecure" (Neon's proxy). A ``hostnossl ... reject`` line for a role of this test only."""
-    from tortoise_neon.errors import explain_connect_error
+    from tortoise_neon.connect_errors import explain_connect_error
 
     user = "borrowings_tls_only"
     hba = local_pg.datadir / "pg_hba.conf"
@@ -533,18 +534,18 @@ def test_postgresqls_words_for_a_connection_without_tls_as_errors_py_reads_them(
         servers_module.admin_query(local_pg, "SELECT pg_reload_conf()")
     assert "no encryption" in str(refused), (
         f"PostgreSQL refuses a connection without TLS with {refused}: "
-        "tortoise_neon/errors.py explain_connect_error looks for 'no encryption'")
+        "tortoise_neon/connect_errors.py explain_connect_error looks for 'no encryption'")
     settings = tortoise_neon.parse_database_url(
         f"postgresql://{user}:x@{local_pg.host}:{local_pg.port}/postgres?sslmode=disable")
     assert "requires TLS" in explain_connect_error(refused, settings)
 
 
 def test_neon_proxy_texts_as_errors_py_matches_them() -> None:
-    """errors.py ``NEON_FAILURES`` matches the texts of Neon's proxy (github.com/neondatabase/neon,
-    proxy/src), which it sends as XX000 with the message only. No live Neon here: the texts are
+    """connect_errors.py ``NEON_FAILURES`` matches the texts of Neon's proxy
+    (github.com/neondatabase/neon, proxy/src), which it sends as XX000 with the message only. No live Neon here: the texts are
     those of the repository's Neon-faithful proxy (tortoise_neon/testing/neon_proxy.py), and this
-    test holds errors.py and that proxy to the same words."""
-    from tortoise_neon.errors import explain_connect_error, neon_failure
+    test holds connect_errors.py and that proxy to the same words."""
+    from tortoise_neon.connect_errors import explain_connect_error, neon_failure
     from tortoise_neon.testing import neon_proxy
 
     settings = tortoise_neon.parse_database_url(
@@ -569,12 +570,12 @@ def test_neon_proxy_texts_as_errors_py_matches_them() -> None:
     for name, (text, wait) in texts.items():
         failure = neon_failure(asyncpg.InternalServerError(text))
         assert failure is not None, (
-            f"tortoise_neon/errors.py NEON_FAILURES does not match Neon's {name} text {text!r} "
-            "(tortoise_neon/testing/neon_proxy.py)")
+            f"tortoise_neon/connect_errors.py NEON_FAILURES does not match Neon's {name} text "
+            f"{text!r} (tortoise_neon/testing/neon_proxy.py)")
         assert failure.wait is wait, (name, failure)
     insecure = asyncpg.InternalServerError(neon_proxy.INSECURE)
     assert "requires TLS" in explain_connect_error(insecure, settings), (
-        "tortoise_neon/errors.py explain_connect_error does not read Neon's "
+        "tortoise_neon/connect_errors.py explain_connect_error does not read Neon's "
         f"{neon_proxy.INSECURE!r} as a server that requires TLS")
 
 
@@ -612,7 +613,7 @@ def test_tortoises_validation_error_text_as_asgi_py_reads_it(
         pg: Postgres, dbname: str, db_url: str) -> None:
     """asgi.py answers a Tortoise ``ValidationError`` with 422 and the field, from its text
     ``"<field>: <why>"``; errors.py keeps that text (the field) rather than its cause's."""
-    from tortoise_neon.asgi import answer_503_when_down
+    from tortoise_neon.asgi import answer_database_errors
     from tortoise_neon.errors import explain_error
 
     from fastapi import FastAPI
@@ -620,7 +621,7 @@ def test_tortoises_validation_error_text_as_asgi_py_reads_it(
 
     migrate_database(pg, dbname)
     app = FastAPI()
-    answer_503_when_down(app)
+    answer_database_errors(app)
 
     @app.post("/members")
     async def add() -> dict[str, str]:

@@ -186,7 +186,7 @@ def test_an_integrity_error_that_is_no_constraint_is_still_a_500() -> None:
     from tortoise.exceptions import IntegrityError
 
     app = FastAPI()
-    tortoise_neon.answer_503_when_down(app)
+    tortoise_neon.answer_database_errors(app)
 
     @app.post("/broken")
     async def broken() -> None:

@@ -237,7 +237,7 @@ def test_the_constraint_name_only_when_the_app_asks(
 
     def body(show: bool) -> dict[str, object]:
         app = FastAPI()
-        tortoise_neon.answer_503_when_down(app, show_constraint_names=show)
+        tortoise_neon.answer_database_errors(app, show_constraint_names=show)
 
         @app.post("/kinds/{name}")
         async def add(name: str) -> None:

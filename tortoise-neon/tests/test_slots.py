@@ -1,4 +1,4 @@
-"""Connection slots a process holds (tortoise_neon/config.py, pool.py, errors.py), on real servers:
+"""Connection slots a process holds (tortoise_neon/config.py, pool.py, connect_errors.py), on real servers:
 idle connections on a direct string go back after ``config.IDLE_TIMEOUT``; on the pooled string
 they stay (reopening one would cost round trips); the out-of-slots lines name the fix that
 exists for the host, Neon's pooled string only for Neon hosts."""

@@ -11,7 +11,8 @@ The public surface, what main.py, transactions.py, the Tortoise CLI and the Fast
                           processes start at once (``create_schema()`` without migrations)
 - ``check_schema()``      check that migrations created every model's table and columns
 - ``OneLineStartupErrors`` a web app's start-up failure as one line (``asgi.py``)
-- ``answer_503_when_down(app)`` a FastAPI app answers 503, not 500, when the database is down
+- ``answer_database_errors(app)`` a FastAPI app answers 503 when the database is down, 409 or
+                          422 for a refused write
 - ``rename_table()``      a migration's operations after a ``Meta.table`` change
 - ``primary()``           reads in the block go to the primary, not DATABASE_URL_REPLICA
 - ``DatabaseError``, ``explain_error()``   the one-line errors
@@ -25,12 +26,15 @@ Each concern has its own module:
 - ``config.py``      Tortoise's config dict (settings.MODELS, pool hooks)
 - ``client.py``      Tortoise's asyncpg client: reads retried, the statement-cache switch
 - ``connecting.py``  connect retries: what waiting can fix, within a deadline
-- ``errors.py``      one line per failure, with the fix
-- ``schema.py``      migrate(), create_schema() and check_schema()
+- ``errors.py``      one line per error that reached the top, with the fix
+- ``connect_errors.py`` one line per connect failure (Neon's proxy, out of slots, TLS)
+- ``error_chain.py`` the errors under an error
+- ``migrate.py``     migrate(), create_schema() and check_schema()
 - ``script.py``      connect() and run() for the scripts
+- ``cli.py``         one-line errors for the Tortoise CLI
 - ``asgi.py``        one-line start-up errors, 503s, 409s and 422s for the FastAPI app
 - ``constraints.py`` a write a constraint refused: which constraint, which field, whose fault
-- ``schema_changes.py`` migration operations makemigrations cannot write (a table rename)
+- ``table_rename.py`` rename_table(): the migration makemigrations cannot write
 - ``replicas.py``    DATABASE_URL_REPLICA: reads to replicas, never behind your own write
 - ``pool.py``        asyncpg's pool on a compute out of connection slots (many workers)
 """
@@ -54,14 +58,15 @@ __version__ = "0.1.0"
 
 from typing import Any
 
-from tortoise_neon.asgi import OneLineStartupErrors, answer_503_when_down
+from tortoise_neon.asgi import OneLineStartupErrors, answer_database_errors
+from tortoise_neon.cli import one_line_errors_for_other_tools
 from tortoise_neon.config import project_models, tortoise_config
 from tortoise_neon.environment import load_settings
 from tortoise_neon.errors import DatabaseError, explain_error
+from tortoise_neon.migrate import SCHEMA_LOCK_ID, check_schema, create_schema, migrate
 from tortoise_neon.routing import primary
-from tortoise_neon.schema import SCHEMA_LOCK_ID, check_schema, create_schema, migrate
-from tortoise_neon.schema_changes import rename_table
-from tortoise_neon.script import connect, one_line_errors_for_other_tools, run
+from tortoise_neon.script import connect, run
+from tortoise_neon.table_rename import rename_table
 from tortoise_neon.tls import ssl_option
 from tortoise_neon.url import parse_database_url
 from tortoise_neon.url_settings import DatabaseSettings
@@ -74,7 +79,7 @@ __all__ = [
     "DatabaseSettings",
     "OneLineStartupErrors",
     "__version__",
-    "answer_503_when_down",
+    "answer_database_errors",
     "check_schema",
     "connect",
     "create_schema",
@@ -102,6 +107,8 @@ def __getattr__(name: str) -> Any:
     if name == "MODELS":  # read when used: importing the package imports nothing of yours
         return project_models()
     if name == "TORTOISE_ORM":
-        one_line_errors_for_other_tools()
-        return tortoise_config(load_settings(for_migrations=True))
+        one_line_errors_for_other_tools()  # load_settings' own errors: one line too
+        settings = load_settings(for_migrations=True)
+        one_line_errors_for_other_tools(settings.variable)
+        return tortoise_config(settings)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from tortoise_neon.error_chain import driver_error
 from tortoise_neon.errors import LOST, DatabaseError, explain_error, used_a_closed_connection
 from tortoise_neon.read_your_writes import cookie_key
 from tortoise_neon.routing import ON_PRIMARY, ReadRouter, is_read, replica_connection, replica_read
@@ -15,7 +16,6 @@ from tortoise_neon.routing import ON_PRIMARY, ReadRouter, is_read, replica_conne
 import asyncpg
 from tortoise.backends.asyncpg.client import AsyncpgDBClient, TransactionWrapper
 from tortoise.backends.base import client as base
-from tortoise.exceptions import BaseORMException
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +39,6 @@ class MaybeSaved(Unavailable):
     """The connection was lost after a write was sent: it may or may not have been saved."""
 
     may_have_been_saved = True
-
-
-def driver_error(exc: BaseException) -> BaseException:
-    """The driver's own error under Tortoise's wrapping (OperationalError from 42P05, ...)."""
-    while isinstance(exc, BaseORMException) and isinstance(exc.__cause__, Exception):
-        exc = exc.__cause__
-    return exc
 
 
 def is_lost(exc: object) -> bool:

@@ -11,16 +11,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tortoise_neon.errors import (
-    DatabaseError,
+from tortoise_neon.connect_errors import (
     explain_connect_error,
     explain_gave_up,
     explain_slots_full,
-    failure_reason,
     is_direct_tls_failure,
     is_slots_full,
     neon_failure,
 )
+from tortoise_neon.errors import DatabaseError, failure_reason
 from tortoise_neon.url_settings import REPLICA, DatabaseSettings
 
 import asyncpg

@@ -1,17 +1,6 @@
-"""A write that breaks a constraint: which one, and whose fault, in the database's own terms.
+"""A write a constraint or a model refused: which field, whose fault, never the client's values.
 
-PostgreSQL names the constraint and the column (SQLSTATE 23505 unique, 23503 foreign key,
-23502 not null, 23514 check); SQLite names the column in its message. The app answers 409 when
-the row conflicts with one already there (unique), 422 when the request's own values are at
-fault (a missing value, a reference to nothing, a failed check); the scripts print one line.
-The values themselves are never repeated: they are the client's data. The app's answers name
-the field; the constraint too only when ``answer_503_when_down(app, show_constraint_names=True)``
-asks (its name names the table). A value a model's field refused (Tortoise's ValidationError,
-whose text holds the value) becomes the field and a kind of failure (``refusal``).
-
-The bodies have FastAPI's own 422 shape (``problem``), so a client parses one shape:
-``{"detail": [{"loc": ["body", "<field>"], "msg": "...", "type": "..."}]}``. FastAPI's items
-also carry ``input`` (the client's value: never here); ours carry ``constraint`` when asked.
+The app's 409/422 bodies have FastAPI's own 422 shape (docs/app-on-neon.md).
 """
 
 from __future__ import annotations
@@ -20,8 +9,10 @@ import re
 import sqlite3
 from dataclasses import dataclass
 
+from tortoise_neon.error_chain import driver_error
+
 import asyncpg
-from tortoise.exceptions import BaseORMException
+from tortoise import Tortoise
 
 # SQLSTATE: (HTTP status, what happened, the item's "type")
 KINDS = {
@@ -31,31 +22,26 @@ KINDS = {
     "23514": (422, "a value breaks a check", "check"),
 }
 SQLITE = {"UNIQUE": "23505", "FOREIGN KEY": "23503", "NOT NULL": "23502", "CHECK": "23514"}
+# A model field's name (Tortoise's ValidationError reads ``<field>: <why>``).
+FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}", re.ASCII)
+# Tortoise's validator texts that hold no value of the client's: kept as they are.
+VALUE_FREE = re.compile(r"Value must not be None|Value must be a numeric value and is required|"
+                        r"Value should be (?:greater|less) or equal to [-+0-9.eE]{1,40}", re.ASCII)
+ADDRESS_TYPES = {"IPv4": "ip_v4_address", "IPv6": "ip_v6_address",
+                 "IPv4 or IPv6": "ip_any_address"}  # pydantic's types for the same failures
 
 
-@dataclass
+@dataclass(frozen=True)
 class Violation:
-    sqlstate: str
+    status: int
+    what: str
+    type: str
     table: str | None
     field: str | None
     constraint: str | None
 
-    @property
-    def status(self) -> int:
-        return KINDS[self.sqlstate][0]
-
-    @property
-    def what(self) -> str:
-        return KINDS[self.sqlstate][1]
-
-    @property
-    def type(self) -> str:
-        return KINDS[self.sqlstate][2]
-
     def body(self, show_constraint: bool = False) -> dict[str, object]:
-        """The JSON body of the app's answer (``problem``): what broke, never the values; the
-        constraint's name only with ``show_constraint`` (it names the table, for anyone who
-        asks)."""
+        """The app's answer; the constraint's name (it names the table) only when asked."""
         extra = {"constraint": self.constraint} if self.constraint and show_constraint else {}
         return problem(self.field, self.what, self.type, **extra)
 
@@ -69,15 +55,14 @@ class Violation:
 
 def violation(exc: BaseException) -> Violation | None:
     """The constraint ``exc`` (Tortoise's IntegrityError, or the driver's own) broke, if any."""
-    while isinstance(exc, BaseORMException) and isinstance(exc.__cause__, Exception):
-        exc = exc.__cause__
+    exc = driver_error(exc)
     if "contains null values" in str(exc):  # not a write: a migration adding a column (errors.py)
         return None
     if isinstance(exc, asyncpg.IntegrityConstraintViolationError) and exc.sqlstate in KINDS:
         table, constraint = getattr(exc, "table_name", None), getattr(exc, "constraint_name", None)
         field = getattr(exc, "column_name", None)
         key = re.match(r"Key \(([^)]+)\)=", getattr(exc, "detail", None) or "")
-        return Violation(exc.sqlstate, table,
+        return Violation(*KINDS[exc.sqlstate], table,
                          field or (key.group(1) if key else None) or _checked(table, constraint),
                          constraint)
     if isinstance(exc, sqlite3.IntegrityError):
@@ -85,22 +70,18 @@ def violation(exc: BaseException) -> Violation | None:
                          str(exc))
         if found:
             table, _, field = (found.group(2) or "").partition(".")
-            return Violation(SQLITE[found.group(1)], table or None, field or None, None)
+            return Violation(*KINDS[SQLITE[found.group(1)]], table or None, field or None, None)
     return None
 
 
 def _checked(table: str | None, constraint: str | None) -> str | None:
-    """The column a CHECK constraint named by PostgreSQL's default rule checks
-    (``<table>_<column>_check``, ``...check1`` on a clash): PostgreSQL sends no column for a
-    CHECK. Only a column of a model Tortoise knows for that table: a name of the user's own
-    (``positive_amount``) names no field."""
+    """The column a CHECK named by PostgreSQL's default rule (``<table>_<column>_check``)
+    checks, when a model Tortoise knows has it: PostgreSQL sends no column for a CHECK."""
     if not table or not constraint:
         return None
     found = re.fullmatch(re.escape(table) + r"_(\w+)_check[0-9]*", constraint)
     if not found:
         return None
-    from tortoise import Tortoise
-
     apps = Tortoise.apps  # None without a Tortoise context: no model to ask
     for model in apps.get_models_iterable() if apps is not None else ():
         meta = model._meta
@@ -110,29 +91,14 @@ def _checked(table: str | None, constraint: str | None) -> str | None:
 
 
 def problem(field: str | None, msg: str, kind: str, **extra: object) -> dict[str, object]:
-    """A 409/422 body in FastAPI's own 422 shape: one item, ``loc`` the field under
-    ``"body"`` (``["body"]`` when no field is known), ``msg`` the kind of failure in words,
-    ``type`` a short code, then ``extra`` (``constraint``). Never the client's value."""
+    """A 409/422 body in FastAPI's 422 shape: ``loc`` the field under ``"body"``."""
     loc = ["body", field] if field else ["body"]
     return {"detail": [{"loc": loc, "msg": msg, "type": kind, **extra}]}
 
 
-# A model field's name (Tortoise's ValidationError reads ``<field>: <why>``).
-FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}", re.ASCII)
-# Tortoise's validator texts that hold no value of the client's: kept as they are.
-VALUE_FREE = re.compile(r"Value must not be None|Value must be a numeric value and is required|"
-                        r"Value should be (?:greater|less) or equal to [-+0-9.eE]{1,40}", re.ASCII)
-
-
-# pydantic's error types, where the model's refusal is the same as one of pydantic's
-ADDRESS_TYPES = {"IPv4": "ip_v4_address", "IPv6": "ip_v6_address",
-                 "IPv4 or IPv6": "ip_any_address"}
-
-
 def refusal(exc: BaseException) -> tuple[str | None, str, str]:
-    """The field, the kind of failure and its type (pydantic's name for the same failure:
-    ``string_too_long``) of a value a model refused (Tortoise's ValidationError), never the
-    value: Tortoise's text repeats it (``Length of '<value>' ...``)."""
+    """The field, the kind of failure and pydantic's type for it, of a value a model refused
+    (Tortoise's ValidationError), never the value its text repeats."""
     text = str(exc)
     field, colon, why = text.partition(": ")
     if not colon or not FIELD_NAME.fullmatch(field):
@@ -152,22 +118,18 @@ def _kind(why: str) -> tuple[str, str]:
     if why.startswith("'") and address:
         return (f"the value is not a valid {address.group(1)} address",
                 ADDRESS_TYPES[address.group(1)])
-    if VALUE_FREE.fullmatch(why):
-        return why, _value_free_type(why)
-    return "the model refused the value", "value_error"
-
-
-def _value_free_type(why: str) -> str:
-    if why.startswith("Value must not be None"):
-        return "missing"
-    if why.startswith("Value must be a numeric value"):
-        return "value_error"
-    return "greater_than_equal" if " greater " in why else "less_than_equal"
+    if not VALUE_FREE.fullmatch(why):
+        return "the model refused the value", "value_error"
+    if why == "Value must not be None":
+        return why, "missing"
+    if why.startswith("Value should be"):
+        return why, "greater_than_equal" if " greater " in why else "less_than_equal"
+    return why, "value_error"
 
 
 def printable(text: str, limit: int = 200) -> str:
-    """``text`` for one log line: newlines, other control and unprintable characters, and
-    backslashes escaped as ``repr`` does (``\\n``, ``\\x1b``), cut after ``limit`` characters."""
+    """``text`` for one log line: control characters and backslashes escaped as ``repr`` does,
+    cut after ``limit`` characters."""
     escaped = "".join(c if c.isprintable() and c != "\\" else repr(c)[1:-1]
                       for c in text[:limit])
     return escaped + ("..." if len(text) > limit else "")

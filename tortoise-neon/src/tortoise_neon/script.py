@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import atexit
-import io
 import logging
 import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager, suppress
 from typing import Any
 
 from tortoise_neon.config import tortoise_config
-from tortoise_neon.connecting import CONNECTED
 from tortoise_neon.environment import load_settings
 from tortoise_neon.errors import USER_FACING, explain_error
-from tortoise_neon.schema import migrate
+from tortoise_neon.migrate import migrate
 from tortoise_neon.url_settings import DatabaseSettings
 
 from tortoise import Tortoise
@@ -43,11 +40,8 @@ class Interrupted(Exception):
 
 
 def run(main: Coroutine[Any, Any, None]) -> None:
-    """Run a script's ``main()``: a clean exit on Ctrl-C or SIGTERM, and one line per error.
-
-    Errors from the database or the network become one line; any other exception is a bug in
-    the script and keeps its traceback.
-    """
+    """Run a script's ``main()``: a clean exit on Ctrl-C or SIGTERM, and one line per database
+    or network error; any other exception is a bug and keeps its traceback."""
     try:
         with log_lines_on_stderr():
             asyncio.run(_cancel_on_signals(main))
@@ -57,8 +51,7 @@ def run(main: Coroutine[Any, Any, None]) -> None:
     except KeyboardInterrupt:  # platforms without loop signal handlers (Windows)
         _exit(130, interrupted_line(signal.SIGINT))
     except BrokenPipeError:
-        # The output was closed (`python main.py | head -1`): asyncpg reports a lost database
-        # connection as its own error, so this is stdout (or stderr).
+        # The output was closed (`python main.py | head -1`): not the database's connection.
         _output_closed()
     except USER_FACING as exc:
         _exit(1, f"Error: {explain_error(exc)}")
@@ -66,11 +59,8 @@ def run(main: Coroutine[Any, Any, None]) -> None:
 
 @contextmanager
 def log_lines_on_stderr() -> Iterator[None]:
-    """The package's log (the ``database`` logger) as plain lines on stderr, while a script runs.
-
-    The package only logs ("Database at ... not ready; retrying ..."); a program decides where
-    that goes. A script that configured logging itself (a root handler) keeps its own way.
-    """
+    """The package's log as plain lines on stderr while a script runs, unless the script
+    configured logging itself."""
     package = logging.getLogger("tortoise_neon")
     if package.handlers or logging.getLogger().handlers:
         yield
@@ -84,81 +74,10 @@ def log_lines_on_stderr() -> Iterator[None]:
         package.removeHandler(handler)
 
 
-def one_line_errors_for_other_tools() -> None:
-    """For tools that use our config without ``run()`` (the Tortoise CLI): one line per error.
-
-    A user-facing error that ends such a process prints as ``Error: ...`` (exit code 1)
-    instead of a traceback; any other exception keeps Python's usual report.
-    """
-    sys.excepthook = _one_line_or_traceback
-    if _is_the_tortoise_cli() and not isinstance(sys.stdout, HeldOutput):
-        held = HeldOutput(sys.stdout)
-        sys.stdout = held  # type: ignore[assignment]
-        CONNECTED.append(held.release)
-        atexit.register(held.release)
-
-
-def _is_the_tortoise_cli() -> bool:
-    """`tortoise ...` or `python -m tortoise ...` (not an app or a test that reads the config)."""
-    main = sys.modules.get("__main__")
-    spec = getattr(main, "__spec__", None)
-    return os.path.basename(sys.argv[0] if sys.argv else "") == "tortoise" or (
-        spec is not None and spec.name.split(".")[0] == "tortoise")
-
-
-class HeldOutput(io.TextIOBase):
-    """The Tortoise CLI's standard output, held until the database answers: `tortoise migrate`
-    prints its plan before its first statement (and Tortoise's recorder takes a failed
-    connection for an empty database), so a wrong password would come after a plan that reads
-    as if migrations were applied. The held lines are shown once a connection is made, or at a
-    normal exit (a command that needs no database); an error ends the process with its one
-    line and nothing before it."""
-
-    def __init__(self, stream: Any) -> None:
-        self.stream = stream
-        self.held: list[str] = []
-        self.released = False
-
-    def write(self, text: str) -> int:
-        if self.released:
-            return int(self.stream.write(text))
-        self.held.append(text)
-        return len(text)
-
-    def flush(self) -> None:
-        if self.released:
-            self.stream.flush()
-
-    def release(self) -> None:
-        if not self.released:
-            self.released = True
-            try:
-                self.stream.write("".join(self.held))
-                self.stream.flush()
-            except (OSError, ValueError):  # the reader has gone (`| head`), or it was closed
-                pass
-            self.held.clear()
-
-    def drop(self) -> None:
-        self.held.clear()
-
-
 def interrupted_line(signum: int) -> str:
     """The line a script prints when Ctrl-C (or SIGTERM) stops it."""
     name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
     return f"Interrupted ({name}): stopped cleanly; nothing unfinished was saved."
-
-
-def _one_line_or_traceback(kind: type[BaseException], exc: BaseException, tb: Any) -> None:
-    if isinstance(sys.stdout, HeldOutput):
-        if isinstance(exc, USER_FACING):
-            sys.stdout.drop()
-        else:
-            sys.stdout.release()
-    if isinstance(exc, USER_FACING):
-        print(f"Error: {explain_error(exc)}", file=sys.stderr, flush=True)
-    else:
-        sys.__excepthook__(kind, exc, tb)
 
 
 def _exit(code: int, line: str) -> None:
@@ -166,21 +85,12 @@ def _exit(code: int, line: str) -> None:
     raise SystemExit(code)
 
 
-SIGPIPE = 13
-
-
 def _output_closed() -> None:
-    """Stop without a word, as command-line tools do when their reader has gone.
-
-    What a committed statement wrote stays; an open transaction was rolled back on the way out.
-    The exit status is the one a shell shows for ``cat``, ``seq`` or ``git log`` in the same
-    place (stopped by SIGPIPE): 141, so ``set -o pipefail`` treats the script like them.
-    """
-    try:  # Python's last flush of stdout at exit must not fail again ("Exception ignored")
+    """Stop without a word when the reader has gone, with the status ``cat`` or ``seq`` get
+    there (141: 128 + SIGPIPE)."""
+    with suppress(OSError, ValueError):  # Python's last flush of stdout must not fail again
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    except (OSError, ValueError):
-        pass
-    raise SystemExit(128 + SIGPIPE)
+    raise SystemExit(141)
 
 
 async def _cancel_on_signals(main: Coroutine[Any, Any, None]) -> None:
@@ -195,10 +105,8 @@ async def _cancel_on_signals(main: Coroutine[Any, Any, None]) -> None:
             task.cancel()
 
     for signum in (signal.SIGINT, signal.SIGTERM):
-        try:
+        with suppress(NotImplementedError, RuntimeError):  # Windows: KeyboardInterrupt instead
             loop.add_signal_handler(signum, on_signal, signum)
-        except (NotImplementedError, RuntimeError):  # Windows: KeyboardInterrupt instead
-            pass
     try:
         await task
     except asyncio.CancelledError:

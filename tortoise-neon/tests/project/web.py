@@ -22,7 +22,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 app = FastAPI(lifespan=lifespan)
 app.add_middleware(tortoise_neon.OneLineStartupErrors)
-tortoise_neon.answer_503_when_down(app)
+tortoise_neon.answer_database_errors(app)
 
 
 class NewMember(BaseModel):

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import tortoise_neon
-from tortoise_neon.schema import quote_ident
+from tortoise_neon.migrate import quote_ident
 from tortoise_neon.testing import servers
 from tortoise_neon.testing.fixtures import (
     Postgres,

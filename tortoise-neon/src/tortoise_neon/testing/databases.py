@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import urlsplit, urlunsplit
 
-from tortoise_neon.schema import quote_ident
+from tortoise_neon.migrate import quote_ident
 from tortoise_neon.testing import servers
 
 

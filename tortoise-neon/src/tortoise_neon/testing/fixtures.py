@@ -31,7 +31,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import tortoise_neon
-from tortoise_neon.schema import quote_ident
+from tortoise_neon.migrate import quote_ident
 from tortoise_neon.testing import hostnames, servers
 from tortoise_neon.testing.neon_proxy import NeonProxy, Target, in_front_of
 from tortoise_neon.testing.sealed import child_env, seal

@@ -20,7 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tortoise_neon.schema import quote_ident
+from tortoise_neon.migrate import quote_ident
 from tortoise_neon.testing import servers
 
 NAME = "sentinel"

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from tortoise_neon.schema import quote_ident
+from tortoise_neon.migrate import quote_ident
 from tortoise_neon.testing import hostnames
 from tortoise_neon.testing.get_postgres import CACHE, CACHE_ROOT
 

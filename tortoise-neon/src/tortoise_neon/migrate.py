@@ -1,10 +1,12 @@
-"""The schema: apply the migrations in ``migrations/`` safely, or check that they were applied."""
+"""Apply the migrations in ``migrations/``, one process at a time, or check that they were
+applied (docs/connecting.md)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
+from tortoise_neon.error_chain import driver_error
 from tortoise_neon.errors import MIGRATE, DatabaseError
 
 import asyncpg
@@ -19,8 +21,7 @@ from tortoise.utils import get_schema_sql
 
 SCHEMA_LOCK_ID = 7_245_019_388  # pg_advisory_xact_lock key: one schema change at a time
 
-# check_schema's first statement on PostgreSQL: a server whose transactions are read-only (a hot
-# standby, a Neon read replica's string in DATABASE_URL) fails as a write would there (25006).
+# check_schema's first statement on PostgreSQL: a read-only server fails as a write would (25006).
 READ_ONLY_CHECK = """DO $$ BEGIN
   IF current_setting('transaction_read_only') = 'on' THEN
     RAISE EXCEPTION USING ERRCODE = 'read_only_sql_transaction',
@@ -30,16 +31,8 @@ END $$;"""
 
 
 async def migrate(apps: Mapping[str, dict[str, Any]]) -> None:
-    """Apply the migrations not applied yet, one process at a time: what ``tortoise migrate``
-    does, recorded in the same table, so that the scripts and the CLI agree.
-
-    ``apps`` is the config's ``"apps"``. Up to date (every run after the first), it costs one
-    message, as creating the tables did: an advisory lock and a count of the applied migrations
-    among those on disk. Otherwise, in one
-    transaction that starts with an advisory lock (so several processes starting at once, also
-    through PgBouncer in transaction mode, never race), Tortoise's own executor applies the rest.
-    A project without migrations gets the tables its models need (``CREATE TABLE IF NOT EXISTS``).
-    """
+    """Apply the migrations of ``apps`` (the config's) not applied yet, as ``tortoise migrate``
+    does, under an advisory lock; one message when up to date. No migrations: create_schema()."""
     client = connections.get("default")
     on_disk = _migrations_on_disk(apps)
     if not on_disk:
@@ -48,9 +41,6 @@ async def migrate(apps: Mapping[str, dict[str, Any]]) -> None:
     if client.capabilities.dialect != "postgres":
         await MigrationExecutor(client, dict(apps)).migrate()
         return
-    # Up to date, and every model's table there: one message. Otherwise (a first run, a new
-    # migration, or a table missing), the executor applies what is missing, then a model whose
-    # table is still missing because its Meta.table changed gets the line naming both tables.
     if await _applied_count(client, on_disk, _model_tables(apps)) == len(on_disk):
         return
     async with in_transaction("default") as transaction:
@@ -72,12 +62,8 @@ def _migrations_on_disk(apps: Mapping[str, dict[str, Any]]) -> list[tuple[str, s
 
 async def _applied_count(client: Any, on_disk: list[tuple[str, str]],
                          tables: list[str] | None = None) -> int:
-    """How many of ``on_disk`` the database has applied: one message, one round trip.
-
-    Under the advisory lock, it creates Tortoise's migrations table if missing (as
-    ``tortoise migrate`` does first), so that counting never fails on a fresh database.
-    With ``tables``, a migration counts only while all of them exist (0 when one is missing).
-    """
+    """How many of ``on_disk`` the database has applied (counted only while every one of
+    ``tables`` exists), in one message that takes the lock and creates the migrations table."""
     keys = ", ".join(f"({_literal(app)}, {_literal(name)})" for app, name in on_disk)
     present = "".join(f" AND to_regclass({_literal(quote_ident(table))}) IS NOT NULL"
                       for table in tables or [])
@@ -89,24 +75,18 @@ async def _applied_count(client: Any, on_disk: list[tuple[str, str]],
 
 
 def _model_tables(apps: Mapping[str, dict[str, Any]]) -> list[str]:
-    """The tables of the models of ``apps`` (as Tortoise loaded them)."""
     return sorted({model._meta.db_table for label in apps for model in _loaded(label).values()})
 
 
 def _loaded(label: str) -> dict[str, Any]:
-    """The models Tortoise loaded for the app ``label`` (none before ``Tortoise.init``)."""
     apps = Tortoise.apps
     return dict(apps[label]) if apps is not None and label in apps else {}
 
 
 async def _rename_line(client: Any, apps: Mapping[str, dict[str, Any]] | None = None
                        ) -> str | None:
-    """The line for a model whose table is missing while the table its migrations made (and
-    its rows) is there: its ``Meta.table`` changed, and no migration renamed the table.
-
-    Only on that failure: it replays the migrations on disk as ``makemigrations`` does
-    (no database), then asks the database which of the two tables it has (one round trip).
-    """
+    """The line for a model whose ``Meta.table`` changed without a migration renaming its
+    table: the migrations' state names the old one, and the database has only that one."""
     config = dict(apps if apps is not None else getattr(Tortoise.apps, "_config", {}) or {})
     try:
         detector = MigrationAutodetector(Tortoise.apps, config)
@@ -144,40 +124,26 @@ def _literal(text: str) -> str:
 
 
 def quote_ident(name: str) -> str:
-    """``name`` as an SQL identifier, in double quotes (any ``"`` in it doubled): a table or a
-    column, a database, a role. PostgreSQL and SQLite read it the same way. A NUL character,
-    which no identifier can hold, is refused (ValueError)."""
+    """``name`` as an SQL identifier for PostgreSQL and SQLite (ValueError for a NUL)."""
     if "\0" in name:
         raise ValueError(f"an SQL identifier cannot hold a NUL character: {name!r}")
     return '"' + name.replace('"', '""') + '"'
 
 
 async def create_schema() -> None:
-    """Create the tables that do not exist yet, one process at a time (for models without
-    migrations).
-
-    On PostgreSQL it is a single message (one round trip): a transaction-scoped advisory lock,
-    then the DDL. It never alters a table that exists: a model that changes needs migrations.
-    """
+    """Create the tables that do not exist yet (models without migrations), under the lock:
+    one message on PostgreSQL."""
     client = connections.get("default")
     if client.capabilities.dialect != "postgres":
         await Tortoise.generate_schemas(safe=True)
         return
     ddl = get_schema_sql(client, safe=True)
-    # Several statements in one message run as one transaction: the lock is held to its end.
     await client.execute_script(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_ID});\n{ddl}")
 
 
 async def check_schema() -> None:
-    """Check that every model's table and columns exist (an app's way: migrations made them).
-
-    One message, one round trip: ``SELECT <columns> FROM <table> LIMIT 0`` for each model. A
-    missing table or column raises the driver's error, which ``explain_error`` turns into the
-    line that names the fix (``tortoise makemigrations`` then ``tortoise migrate``); a table
-    missing because ``Meta.table`` changed gets the line that names both tables. On
-    PostgreSQL the same message first checks that the server takes writes: on a read replica
-    the app would start, then fail on its first write (``explain_error``: the primary's string).
-    """
+    """Check in one message that every model's table and columns exist and, on PostgreSQL,
+    that the server takes writes; raise the error ``explain_error`` explains."""
     client = connections.get("default")
     checks = []
     for app in Tortoise.apps.values():
@@ -190,18 +156,18 @@ async def check_schema() -> None:
     try:
         await client.execute_script("\n".join([*first, *(sql for _, sql in checks)]))
     except Exception as exc:
-        if isinstance(exc.__cause__ or exc, asyncpg.UndefinedTableError):
+        if isinstance(driver_error(exc), asyncpg.UndefinedTableError):
             renamed = await _rename_line(client)  # a Meta.table change: both tables, the fix
             if renamed:
                 raise DatabaseError(renamed) from None
-        if not isinstance(exc.__cause__ or exc, asyncpg.UndefinedColumnError):
+        if not isinstance(driver_error(exc), asyncpg.UndefinedColumnError):
             raise
         # PostgreSQL's line names the column, not its table: find it (only on this failure).
         for table, sql in checks:
             try:
                 await client.execute_script(sql)
             except (asyncpg.PostgresError, BaseORMException) as again:
-                line = str(again.__cause__ or again).replace(
+                line = str(driver_error(again)).replace(
                     " does not exist", f' of relation "{table}" does not exist', 1)
                 raise DatabaseError(
                     f"The database schema is behind the models ({line}): {MIGRATE}") from None
