@@ -20,7 +20,7 @@ Each concern has its own module:
 
 - ``environment.py`` DATABASE_URL(_UNPOOLED) from the environment or ``.env`` (else SQLite)
 - ``url.py``         DATABASE_URL -> DatabaseSettings (every form Neon users paste)
-- ``url_settings.py`` DatabaseSettings: what the URL says, safe to print
+- ``database_settings.py`` DatabaseSettings: what the URL says, safe to print
 - ``tls.py``         the verifying TLS context, with ALPN
 - ``config.py``      Tortoise's config dict (settings.MODELS, pool hooks)
 - ``client.py``      Tortoise's asyncpg client: reads retried, the statement-cache switch
@@ -56,6 +56,7 @@ from typing import Any
 
 from tortoise_neon.asgi import OneLineStartupErrors, answer_503_when_down
 from tortoise_neon.config import project_models, tortoise_config
+from tortoise_neon.database_settings import DatabaseSettings
 from tortoise_neon.environment import load_settings
 from tortoise_neon.errors import DatabaseError, explain_error
 from tortoise_neon.replicas import primary
@@ -64,7 +65,6 @@ from tortoise_neon.schema_changes import rename_table
 from tortoise_neon.script import connect, one_line_errors_for_other_tools, run
 from tortoise_neon.tls import ssl_option
 from tortoise_neon.url import parse_database_url
-from tortoise_neon.url_settings import DatabaseSettings
 
 __all__ = [
     "MODELS",

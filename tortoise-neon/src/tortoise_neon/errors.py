@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tortoise_neon.constraints import violation
-from tortoise_neon.url_settings import is_local_host
+from tortoise_neon.database_settings import is_local_host
 
 import asyncpg
 from tortoise.exceptions import BaseORMException, ValidationError
 
 if TYPE_CHECKING:
-    from tortoise_neon.url_settings import DatabaseSettings
+    from tortoise_neon.database_settings import DatabaseSettings
 
 
 class DatabaseError(Exception):

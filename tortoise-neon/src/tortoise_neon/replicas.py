@@ -44,10 +44,11 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from tortoise_neon.connecting import is_not_ready
+from tortoise_neon.config import pool_options
+from tortoise_neon.connecting import ConnectPolicy, is_not_ready
+from tortoise_neon.database_settings import DatabaseSettings
 from tortoise_neon.errors import LOST, DatabaseError, failure_reason
 from tortoise_neon.pool import SlotAwarePool, create_pool
-from tortoise_neon.url_settings import DatabaseSettings
 
 import asyncpg
 
@@ -128,12 +129,15 @@ def is_locking(query: str) -> bool:
     return bool(LOCKING.search(query))
 
 
+# A replica that refuses is down: its reads go to the primary, and the log says so once (below)
+GIVE_UP_AT_ONCE = ConnectPolicy(refused_for=0, say_not_ready=False)
+
+
 class Replica:
     """One read replica: its pool (opened on first use, no floor) and whether it may be used."""
 
-    def __init__(self, credentials: dict[str, Any]) -> None:
-        self.credentials = credentials
-        self.settings = credentials["connect"].settings
+    def __init__(self, settings: DatabaseSettings) -> None:
+        self.settings = settings
         self.pool: SlotAwarePool | None = None
         self.down_until = 0.0  # time.monotonic(): left alone until then
         self.opening: asyncio.Task[None] | None = None
@@ -161,9 +165,7 @@ class Replica:
     async def _open(self) -> None:
         try:
             if self.pool is None:
-                c = dict(self.credentials)
-                self.pool = await create_pool(
-                    min_size=c.pop("minsize"), max_size=c.pop("maxsize"), **c)
+                self.pool = await create_pool(**pool_options(self.settings, policy=GIVE_UP_AT_ONCE))
             async with self.pool.acquire():
                 pass  # one connection, kept in the pool: reads use it from now on
             self._back()
@@ -268,8 +270,8 @@ class ReplicaConnection:
 class Replicas:
     """The replicas of one client (DATABASE_URL_REPLICA), and where each read goes."""
 
-    def __init__(self, credentials: list[dict[str, Any]], key: bytes | None) -> None:
-        self.replicas = [Replica(c) for c in credentials]
+    def __init__(self, settings: list[DatabaseSettings], key: bytes | None) -> None:
+        self.replicas = [Replica(s) for s in settings]
         self._turns = itertools.cycle(self.replicas)
         self.key = key  # signs the cookie (READ_YOUR_WRITES_SECRET); None: the cookie is unsigned
         self.served: Counter[str] = Counter()  # reads served: "replica", "primary"

@@ -14,11 +14,11 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 from tortoise_neon.config import tortoise_config
-from tortoise_neon.connecting import CONNECTED
+from tortoise_neon.connecting import on_connected as CONNECTED
+from tortoise_neon.database_settings import DatabaseSettings
 from tortoise_neon.environment import load_settings
 from tortoise_neon.errors import USER_FACING, explain_error
 from tortoise_neon.schema import migrate
-from tortoise_neon.url_settings import DatabaseSettings
 
 from tortoise import Tortoise
 

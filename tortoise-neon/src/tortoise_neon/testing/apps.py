@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,7 @@ def create_tables(pg: Postgres, db_url: str) -> None:
     async def go() -> None:
         settings = tortoise_neon.parse_database_url(db_url)
         if pg.server and pg.server.ca_path:
-            settings.sslrootcert = str(pg.server.ca_path)
+            settings = replace(settings, sslrootcert=str(pg.server.ca_path))
         config = project_config(settings)
         await Tortoise.init(config=config)
         try:
