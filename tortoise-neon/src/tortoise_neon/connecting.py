@@ -13,17 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from tortoise_neon import errors
 from tortoise_neon.database_settings import DatabaseSettings
-from tortoise_neon.errors import (
-    DatabaseError,
-    explain_connect_error,
-    explain_gave_up,
-    explain_slots_full,
-    failure_reason,
-    is_direct_tls_failure,
-    is_slots_full,
-    neon_failure,
-)
+from tortoise_neon.errors import DatabaseError, failure_reason, is_direct_tls_failure, is_slots_full
 
 import asyncpg
 
@@ -36,14 +28,9 @@ REFUSED_FOR = 5.0
 # Seconds to wait for a free slot (53300) when this process holds no connection (pool.py)
 SLOTS_WAIT = 5.0
 
-NOT_READY = (
-    asyncpg.CannotConnectNowError,  # the server is starting up or shutting down
-    asyncpg.TooManyConnectionsError,
-    asyncpg.AdminShutdownError,
-    asyncpg.ConnectionDoesNotExistError,
-    TimeoutError,
-    asyncio.TimeoutError,
-)
+NOT_READY = (asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError,  # starting, full
+             asyncpg.AdminShutdownError, asyncpg.ConnectionDoesNotExistError, TimeoutError,
+             asyncio.TimeoutError)
 
 # Listeners called after each connection made (script.py holds the CLI's output until the first)
 on_connected: list[Callable[[], None]] = []
@@ -63,7 +50,7 @@ def is_not_ready(exc: BaseException, s: DatabaseSettings) -> bool:
         return False
     if isinstance(exc, NOT_READY) or is_slots_full(exc):
         return True
-    neon = neon_failure(exc)  # Neon's proxy: a compute that did not wake, its rate limits
+    neon = errors.neon_failure(exc)  # Neon's proxy: a compute that did not wake, its rate limits
     if neon is not None:
         return neon.wait
     if isinstance(exc, (socket.gaierror, ssl.SSLError)) or not isinstance(exc, OSError):
@@ -106,7 +93,7 @@ class RetryingConnect:
                     self.fall_back(exc)
                     continue
                 if not is_not_ready(exc, s):
-                    raise DatabaseError(explain_connect_error(exc, s)) from exc
+                    raise DatabaseError(errors.explain_connect_error(exc, s)) from exc
                 reason = failure_reason(exc)
                 give_up, limit = deadline, s.connect_deadline
                 if is_slots_full(exc):  # 53300: no free slot
@@ -114,7 +101,7 @@ class RetryingConnect:
                     if held:  # serve from the connections held: pool.py waits for one
                         from tortoise_neon.pool import SlotsFull
 
-                        raise SlotsFull(explain_slots_full(exc, s, held=held)) from exc
+                        raise SlotsFull(errors.explain_slots_full(exc, s, held=held)) from exc
                     limit = min(SLOTS_WAIT, s.connect_deadline)
                     give_up = min(deadline, begun + limit)
                 elif reason == "connection refused":
@@ -126,8 +113,8 @@ class RetryingConnect:
                 remaining = give_up - time.monotonic()
                 if remaining <= 0.05:
                     if is_slots_full(exc):
-                        raise DatabaseError(explain_slots_full(exc, s, waited=limit)) from exc
-                    raise DatabaseError(explain_gave_up(exc, s, attempt, limit)) from exc
+                        raise DatabaseError(errors.explain_slots_full(exc, s, waited=limit)) from exc
+                    raise DatabaseError(errors.explain_gave_up(exc, s, attempt, limit)) from exc
                 if attempt == 1 and self.policy.say_not_ready and not is_slots_full(exc):
                     log.warning("Database at %s not ready (%s); retrying for up to %.0f s",
                                 s.address, reason, remaining)
