@@ -12,7 +12,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import tortoise_neon
-from tortoise_neon import environment
 from tortoise_neon.testing import servers
 from tortoise_neon.testing.apps import create_tables, start_uvicorn
 from tortoise_neon.testing.fixtures import (
@@ -25,7 +24,6 @@ from tortoise_neon.testing.fixtures import (
     script_env,
 )
 
-import pytest
 from tortoise import Tortoise
 from tortoise.exceptions import BaseORMException
 
@@ -115,13 +113,11 @@ def test_the_app_starts_on_the_primary_with_the_check(
 
 
 def test_a_write_tortoise_wraps_is_explained_by_its_sqlstate(
-        pg: Postgres, dbname: str, db_url: str, standby: servers.PostgresServer,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        pg: Postgres, dbname: str, db_url: str, standby: servers.PostgresServer) -> None:
     """Tortoise wraps the driver's 25006 in its own exception (TransactionManagementError):
     the line is found through the cause chain."""
     create_tables(pg, db_url)
     replayed(pg, standby)
-    monkeypatch.setattr(environment, "IN_USE", "DATABASE_URL")  # as an app's process has it
     settings = tortoise_neon.parse_database_url(standby.url(dbname))
     if pg.server and pg.server.ca_path:
         settings = replace(settings, sslrootcert=str(pg.server.ca_path))
