@@ -64,13 +64,9 @@ class SlotAwarePool(Pool):  # type: ignore[misc]
 
 async def create_pool(**kwargs: Any) -> SlotAwarePool:
     """``asyncpg.create_pool`` with this pool; the connect hook learns which pool it fills."""
-    kwargs.setdefault("max_queries", 50000)
-    kwargs.setdefault("max_inactive_connection_lifetime", 300.0)
-    kwargs.setdefault("loop", None)
-    kwargs.setdefault("connection_class", asyncpg.Connection)
-    kwargs.setdefault("record_class", asyncpg.Record)
-    kwargs.setdefault("min_size", 0)
-    pool = SlotAwarePool(None, **kwargs)
+    defaults = {"max_queries": 50000, "max_inactive_connection_lifetime": 300.0, "loop": None,
+                "connection_class": asyncpg.Connection, "record_class": asyncpg.Record, "min_size": 0}
+    pool = SlotAwarePool(None, **{**defaults, **kwargs})
     connect = kwargs.get("connect")
     if connect is not None and hasattr(connect, "pool"):
         connect.pool = pool
