@@ -16,6 +16,7 @@ from typing import Any
 from tortoise_neon import errors
 from tortoise_neon.database_settings import DatabaseSettings
 from tortoise_neon.errors import DatabaseError, failure_reason, is_direct_tls_failure, is_slots_full
+from tortoise_neon.pool import SlotsFull
 
 import asyncpg
 
@@ -99,8 +100,6 @@ class RetryingConnect:
                 if is_slots_full(exc):  # 53300: no free slot
                     held = self.pool.get_size() if self.pool is not None else 0
                     if held:  # serve from the connections held: pool.py waits for one
-                        from tortoise_neon.pool import SlotsFull
-
                         raise SlotsFull(errors.explain_slots_full(exc, s, held=held)) from exc
                     limit = min(SLOTS_WAIT, s.connect_deadline)
                     give_up = min(deadline, begun + limit)
