@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import tortoise_neon
@@ -44,7 +45,7 @@ from tests.project.members import Member
 async def tortoise_on(pg: Postgres, db_url: str) -> AsyncIterator[Client]:
     settings = tortoise_neon.parse_database_url(db_url)
     if pg.server and pg.server.ca_path:
-        settings.sslrootcert = str(pg.server.ca_path)
+        settings = replace(settings, sslrootcert=str(pg.server.ca_path))
     await Tortoise.init(config=project_config(settings))
     try:
         yield connections.get("default")
@@ -313,10 +314,11 @@ def test_the_pool_connection_wrapper_that_client_py_subclasses_and_routing_py_st
 
     async def go() -> None:
         settings = tortoise_neon.parse_database_url(db_url)
-        settings.replicas = parse_replica_urls(db_url)  # the server as its own replica
-        for s in (settings, *settings.replicas):
-            if pg.server and pg.server.ca_path:
-                s.sslrootcert = str(pg.server.ca_path)
+        replicas = parse_replica_urls(db_url)  # the server as its own replica
+        if pg.server and pg.server.ca_path:
+            settings = replace(settings, sslrootcert=str(pg.server.ca_path))
+            replicas = tuple(replace(r, sslrootcert=str(pg.server.ca_path)) for r in replicas)
+        settings = replace(settings, replicas=replicas)
         await Tortoise.init(config=project_config(settings))
         try:
             client = connections.get("default")

@@ -4,6 +4,8 @@ connection, and the next statement runs on a new connection."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import tortoise_neon
 from tortoise_neon.client import NotSaved
 from tortoise_neon.testing.fixtures import Postgres, migrate_database, project_config, query, run
@@ -18,7 +20,7 @@ from tests.project.members import Member
 async def tortoise_on(pg: Postgres, db_url: str) -> None:
     settings = tortoise_neon.parse_database_url(db_url)
     if pg.server and pg.server.ca_path:
-        settings.sslrootcert = str(pg.server.ca_path)
+        settings = replace(settings, sslrootcert=str(pg.server.ca_path))
     await Tortoise.init(config=project_config(settings))
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import tortoise_neon
@@ -55,8 +56,8 @@ def test_the_cookie_for_a_write_position_is_the_same_whatever_the_password(
     async def cookie(password: str) -> str:
         settings = tortoise_neon.parse_database_url(
             f"postgresql://app:{password}@db.example.com/neondb?sslmode=require")
-        settings.replicas = [tortoise_neon.parse_database_url(
-            f"postgresql://app:{password}@replica.example.com/neondb?sslmode=require")]
+        settings = replace(settings, replicas=(tortoise_neon.parse_database_url(
+            f"postgresql://app:{password}@replica.example.com/neondb?sslmode=require"),))
         await Tortoise.init(config=tortoise_neon.tortoise_config(
             settings, migrations="tests.project.migrations"))
         try:

@@ -6,17 +6,18 @@ import os
 import ssl
 import sys
 import types
+from dataclasses import replace
 from pathlib import Path
 
 import tortoise_neon
 from tortoise_neon import DatabaseError, parse_database_url, tortoise_config
 from tortoise_neon.config import project_models
 from tortoise_neon.connecting import is_not_ready
+from tortoise_neon.database_settings import INSECURE_TLS, DatabaseSettings
 from tortoise_neon.environment import load_database_url
 from tortoise_neon.errors import failure_reason
 from tortoise_neon.testing.fixtures import project
 from tortoise_neon.tls import ssl_option
-from tortoise_neon.url_settings import INSECURE_TLS, DatabaseSettings
 
 import asyncpg
 import pytest
@@ -50,7 +51,7 @@ def test_neon_console_form() -> None:
     creds = credentials(url)
     assert_verified(creds["ssl"])
     assert "sslmode" not in creds and "channel_binding" not in creds  # nothing unknown for asyncpg
-    assert creds["direct_tls"] is True  # a Neon host: see test_direct_tls_by_default_on_neon
+    assert creds["connect"].settings.direct_tls is True  # a Neon host: see test_direct_tls_by_default_on_neon
 
 
 def test_neons_pooler_keeps_the_statement_cache_on() -> None:
@@ -85,7 +86,7 @@ def test_sslnegotiation_direct_and_endpoint_option() -> None:
     url = (f"postgresql://alex:pw@{NEON}/neondb?sslmode=require&sslnegotiation=direct"
            "&options=endpoint%3Dep-cool-darkness-123456")
     creds = credentials(url)
-    assert creds["direct_tls"] is True
+    assert creds["connect"].settings.direct_tls is True
     assert creds["server_settings"] == {"options": "endpoint=ep-cool-darkness-123456"}
 
 
@@ -111,7 +112,7 @@ def test_direct_tls_by_default_on_neon(url: str, direct: bool, fallback: bool,
     monkeypatch.setenv(INSECURE_TLS, "1")  # sslmode=prefer and disable to Neon: allowed here
     settings = parse_database_url(url)
     assert (settings.direct_tls, settings.direct_tls_fallback) == (direct, fallback)
-    assert credentials(url)["direct_tls"] is direct
+    assert credentials(url)["connect"].settings.direct_tls is direct
 
 
 @pytest.mark.parametrize(("error", "direct_waits", "standard_waits"), [
@@ -265,8 +266,7 @@ def test_settings_made_by_hand_follow_the_same_rule() -> None:
     made = DatabaseSettings(engine="postgres", host="db.example.com", sslmode="disable")
     with pytest.raises(DatabaseError, match="^DATABASE_URL has sslmode=disable for db.example"):
         ssl_option(made)
-    made.allow_insecure_tls = True
-    assert ssl_option(made) is False
+    assert ssl_option(replace(made, allow_insecure_tls=True)) is False
     local = DatabaseSettings(engine="postgres", host="localhost", sslmode="prefer")
     assert ssl_option(local) == "prefer"
 
@@ -414,14 +414,15 @@ def test_a_variable_set_but_empty_counts_as_not_set(
     env_file.write_text(f'DATABASE_URL="postgresql://alex:secret@{POOLER}/neondb"\n')
     with caplog.at_level("WARNING", logger="tortoise_neon"):
         assert load_database_url(str(env_file)) == f"postgresql://alex:secret@{POOLER}/neondb"
+        assert load_database_url(str(env_file)) is not None  # said once
     assert [r.getMessage() for r in caplog.records] == [
         (f"DATABASE_URL is empty in the environment: using the one in {env_file} (an empty "
          "variable counts as not set; to leave it unset, empty or delete its line in .env)")]
-    assert os.environ["DATABASE_URL"] == f"postgresql://alex:secret@{POOLER}/neondb"
+    assert os.environ["DATABASE_URL"] == " "  # the environment is read, never written
     monkeypatch.setenv("DATABASE_URL", "")
     env_file.write_text("OTHER=1\n")
     assert load_database_url(str(env_file)) is None
-    assert "DATABASE_URL" not in os.environ  # what the rule reads, for whatever reads it next
+    assert "OTHER" not in os.environ
     monkeypatch.setenv("DATABASE_URL_UNPOOLED", "")  # the direct string falls back, as documented
     assert load_database_url(str(env_file), name="DATABASE_URL_UNPOOLED") is None
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import tortoise_neon
@@ -113,7 +114,7 @@ def test_a_pool_falls_back_once(tls_pg: Postgres, local_pg: servers.PostgresServ
         settings = tortoise_neon.parse_database_url(
             local_pg.url(dbname, host=neon_host, port=proxy.port))
         assert settings.direct_tls and settings.direct_tls_fallback
-        settings.sslrootcert = str(local_pg.ca_path)
+        settings = replace(settings, sslrootcert=str(local_pg.ca_path))
 
         async def busy() -> None:
             async with in_transaction() as connection:

@@ -22,10 +22,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from tortoise_neon.database_settings import INSECURE_TLS, LOCAL_HOSTS, is_local_host
 from tortoise_neon.testing import servers
 from tortoise_neon.testing.apps import app_running, create_tables, startup_failure
 from tortoise_neon.testing.fixtures import Postgres, error_line, run_script, script_env
-from tortoise_neon.url_settings import INSECURE_TLS, LOCAL_HOSTS, is_local_host
 
 import pytest
 

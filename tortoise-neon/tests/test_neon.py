@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from tortoise_neon.database_settings import INSECURE_TLS
 from tortoise_neon.testing import hostnames, neon_proxy, servers
 from tortoise_neon.testing.apps import app_running, create_tables
 from tortoise_neon.testing.fixtures import (
@@ -21,7 +22,6 @@ from tortoise_neon.testing.fixtures import (
     through_pgbouncer,
 )
 from tortoise_neon.testing.neon_proxy import NeonProxy
-from tortoise_neon.url_settings import INSECURE_TLS
 
 import pytest
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import tortoise_neon
@@ -119,7 +120,7 @@ def test_a_write_tortoise_wraps_is_explained_by_its_sqlstate(
     replayed(pg, standby)
     settings = tortoise_neon.parse_database_url(standby.url(dbname))
     if pg.server and pg.server.ca_path:
-        settings.sslrootcert = str(pg.server.ca_path)
+        settings = replace(settings, sslrootcert=str(pg.server.ca_path))
 
     async def write() -> BaseException:
         await Tortoise.init(config=project_config(settings))

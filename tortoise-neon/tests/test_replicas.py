@@ -10,6 +10,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -98,8 +99,9 @@ async def tortoise_with_replica(pg: Postgres, db_url: str, replica_url: str) -> 
     settings = tortoise_neon.parse_database_url(db_url)
     replica = tortoise_neon.parse_database_url(replica_url)
     if pg.server and pg.server.ca_path:
-        settings.sslrootcert = replica.sslrootcert = str(pg.server.ca_path)
-    settings.replicas = [replica]
+        settings = replace(settings, sslrootcert=str(pg.server.ca_path))
+        replica = replace(replica, sslrootcert=str(pg.server.ca_path))
+    settings = replace(settings, replicas=(replica,))
     await Tortoise.init(config=project_config(settings))
 
 

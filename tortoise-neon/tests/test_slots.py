@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import tortoise_neon
@@ -56,7 +57,7 @@ def test_idle_connections_on_a_direct_string_go_back_after_the_bound(
     monkeypatch.setattr(config, "IDLE_TIMEOUT", 2.0)
     settings = tortoise_neon.parse_database_url(db_url)
     if pg.server and pg.server.ca_path:
-        settings.sslrootcert = str(pg.server.ca_path)
+        settings = replace(settings, sslrootcert=str(pg.server.ca_path))
     assert not settings.pooled
 
     async def go() -> tuple[bool, bool]:
@@ -95,7 +96,7 @@ def test_idle_connections_on_the_pooled_string_stay(
     string's bound still serves the next statement, so no connection is opened for it."""
     monkeypatch.setattr(config, "IDLE_TIMEOUT", 0.5)
     settings = tortoise_neon.parse_database_url(neon_url(neon, dbname))
-    settings.sslrootcert = str(local_pg.ca_path)
+    settings = replace(settings, sslrootcert=str(local_pg.ca_path))
     assert settings.pooled and config.idle_timeout(settings) == config.POOLED_IDLE_TIMEOUT
     endpoint = neon.endpoints[hostnames.ENDPOINT]
 
@@ -144,7 +145,7 @@ def test_the_warning_of_a_full_server_names_the_fix_that_exists_there(
             url = neon_url(proxy, name, host=hostnames.DIRECT)
         settings = tortoise_neon.parse_database_url(url)
         if server.ca_path:
-            settings.sslrootcert = str(server.ca_path)
+            settings = replace(settings, sslrootcert=str(server.ca_path))
 
         async def go() -> None:
             await Tortoise.init(config=project_config(settings))

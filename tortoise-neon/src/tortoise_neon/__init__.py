@@ -1,42 +1,7 @@
-"""Everything between DATABASE_URL and a working Tortoise ORM: the hard parts of the quickstart.
+"""tortoise-neon: Tortoise ORM on Neon serverless Postgres, from DATABASE_URL to one-line errors.
 
-The public surface, what main.py, transactions.py, the Tortoise CLI and the FastAPI app use:
-
-- ``connect()``           initialise Tortoise from DATABASE_URL, apply migrations, always close
-- ``run(main())``         run a script: one ``Error:`` line instead of a traceback, clean Ctrl-C
-- ``MODELS``              the modules that define models: ``MODELS`` in your ``settings.py``
-- ``TORTOISE_ORM``        Tortoise's config dict for its CLI (DATABASE_URL_UNPOOLED if set)
-- ``tortoise_config()``   the config dict from DATABASE_URL (an app's), or given settings
-- ``migrate(apps)``       apply migrations/ as ``tortoise migrate`` does, safely when several
-                          processes start at once (``create_schema()`` without migrations)
-- ``check_schema()``      check that migrations created every model's table and columns
-- ``OneLineStartupErrors`` a web app's start-up failure as one line (``asgi.py``)
-- ``answer_database_errors(app)`` a FastAPI app answers 503 when the database is down, 409 or
-                          422 for a refused write
-- ``rename_table()``      a migration's operations after a ``Meta.table`` change
-- ``primary()``           reads in the block go to the primary, not DATABASE_URL_REPLICA
-- ``DatabaseError``, ``explain_error()``   the one-line errors
-
-Each concern has its own module:
-
-- ``environment.py`` DATABASE_URL(_UNPOOLED) from the environment or ``.env`` (else SQLite)
-- ``url.py``         DATABASE_URL -> DatabaseSettings (every form Neon users paste)
-- ``url_settings.py`` DatabaseSettings: what the URL says, safe to print
-- ``tls.py``         the verifying TLS context, with ALPN
-- ``config.py``      Tortoise's config dict (settings.MODELS, pool hooks)
-- ``client.py``      Tortoise's asyncpg client: reads retried, the statement-cache switch
-- ``connecting.py``  connect retries: what waiting can fix, within a deadline
-- ``errors.py``      one line per error that reached the top, with the fix
-- ``connect_errors.py`` one line per connect failure (Neon's proxy, out of slots, TLS)
-- ``error_chain.py`` the errors under an error
-- ``migrate.py``     migrate(), create_schema() and check_schema()
-- ``script.py``      connect() and run() for the scripts
-- ``cli.py``         one-line errors for the Tortoise CLI
-- ``asgi.py``        one-line start-up errors, 503s, 409s and 422s for the FastAPI app
-- ``constraints.py`` a write a constraint refused: which constraint, which field, whose fault
-- ``table_rename.py`` rename_table(): the migration makemigrations cannot write
-- ``replicas.py``    DATABASE_URL_REPLICA: reads to replicas, never behind your own write
-- ``pool.py``        asyncpg's pool on a compute out of connection slots (many workers)
+The public names are in ``__all__``; the library's README says what each does, and which module
+holds it (one job each).
 """
 
 from __future__ import annotations
@@ -54,13 +19,14 @@ if sys.version_info < (3, 10) or _MISSING:
                      "python3 -m venv .venv && . .venv/bin/activate && "
                      "pip install -r requirements.txt (Windows: .venv\\Scripts\\Activate.ps1)")
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from typing import Any
 
 from tortoise_neon.asgi import OneLineStartupErrors, answer_database_errors
 from tortoise_neon.cli import one_line_errors_for_other_tools
 from tortoise_neon.config import project_models, tortoise_config
+from tortoise_neon.database_settings import DatabaseSettings
 from tortoise_neon.environment import load_settings
 from tortoise_neon.errors import DatabaseError, explain_error
 from tortoise_neon.migrate import SCHEMA_LOCK_ID, check_schema, create_schema, migrate
@@ -69,7 +35,6 @@ from tortoise_neon.script import connect, run
 from tortoise_neon.table_rename import rename_table
 from tortoise_neon.tls import ssl_option
 from tortoise_neon.url import parse_database_url
-from tortoise_neon.url_settings import DatabaseSettings
 
 __all__ = [
     "MODELS",
@@ -94,11 +59,8 @@ __all__ = [
     "tortoise_config",
 ]
 
-#: Tortoise's config dict for its CLI (pyproject.toml: ``tortoise_neon.TORTOISE_ORM``): migrations,
-#: so DATABASE_URL_UNPOOLED (Neon's direct string) when set, else DATABASE_URL; an app uses
-#: ``tortoise_config()`` (DATABASE_URL). Built each time it is read (by ``__getattr__`` below),
-#: not at import, so that importing this package never fails and always sees the current
-#: environment. Reading it also makes a database error that ends the process one line.
+#: Tortoise's config for its CLI (``tortoise_orm = "tortoise_neon.TORTOISE_ORM"``): built when read,
+#: from DATABASE_URL_UNPOOLED when set (migrations), else DATABASE_URL; errors then end as one line.
 TORTOISE_ORM: dict[str, Any]
 MODELS: list[str]
 

@@ -11,7 +11,7 @@ import sys
 from contextlib import suppress
 from typing import Any
 
-from tortoise_neon.connecting import CONNECTED
+from tortoise_neon.connecting import on_connected
 from tortoise_neon.errors import USER_FACING, explain_error
 
 
@@ -22,7 +22,7 @@ def one_line_errors_for_other_tools(variable: str = "DATABASE_URL") -> None:
     if _is_the_tortoise_cli() and not isinstance(sys.stdout, HeldOutput):
         held = HeldOutput(sys.stdout)
         sys.stdout = held  # type: ignore[assignment]
-        CONNECTED.append(held.release)
+        on_connected.append(held.release)
         atexit.register(held.release)
 
 

@@ -1,4 +1,4 @@
-"""Tortoise ORM's config: the model modules (settings.MODELS) and the connection from the URL."""
+"""Tortoise ORM's config: the model modules (settings.MODELS) and the pools' options."""
 
 from __future__ import annotations
 
@@ -9,23 +9,18 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
-from tortoise_neon.connecting import RetryingConnect
+from tortoise_neon.connecting import ConnectPolicy, RetryingConnect
+from tortoise_neon.database_settings import DatabaseSettings
 from tortoise_neon.environment import load_settings
 from tortoise_neon.tls import ssl_option
-from tortoise_neon.url_settings import DatabaseSettings
 
 import asyncpg
 
 DEFAULT_MODELS = ["main"]  # without a settings.py: main.py's User
-
-# Seconds a connection may sit idle in a process's pool before it is closed (asyncpg's
-# max_inactive_connection_lifetime), read when the config is built: set it before.
-# Direct string: each connection holds one of the compute's few slots, so a burst's extra ones
-# go back 10 s after their last statement (docs/replicas-and-workers.md, "Idle connections").
+# Seconds an idle connection stays in a pool (read when the config is built): on a direct string
+# it holds one of the compute's few slots; on the pooled one, one of PgBouncer's 10,000, and
+# reopening costs a handshake (docs/replicas-and-workers.md, "Idle connections").
 IDLE_TIMEOUT = 10.0
-# Pooled string (the -pooler host): a connection holds a slot of Neon's PgBouncer (10,000), not
-# the compute's, and reopening one costs a TLS handshake and authentication: kept as asyncpg
-# keeps them by default.
 POOLED_IDLE_TIMEOUT = 300.0
 
 
@@ -40,20 +35,9 @@ def project_models() -> list[str]:
     return list(getattr(project, "MODELS", DEFAULT_MODELS))
 
 
-def __getattr__(name: str) -> Any:
-    """``MODELS``: the project's settings.MODELS, read when first used, not at import, so that
-    importing the package imports nothing of the project."""
-    if name == "MODELS":
-        return project_models()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def model_modules(models: Iterable[str]) -> list[str]:
-    """MODELS as Tortoise must see them in this process.
-
-    ``python main.py`` runs main.py as the module ``__main__``: its User class is registered
-    under that name, so that the script's own class is the one initialised.
-    """
+    """MODELS as Tortoise must see them: under ``python main.py``, main.py is ``__main__``, and
+    its classes are the ones to initialise."""
     running = getattr(sys.modules.get("__main__"), "__file__", None)
     resolved = []
     for name in models:
@@ -74,15 +58,8 @@ def tortoise_config(
     settings: DatabaseSettings | None = None, models: Iterable[str] | None = None,
     migrations: str = "migrations", *, announce: bool | None = None,
 ) -> dict[str, Any]:
-    """Tortoise's config dict for these settings (by default, from DATABASE_URL), for ``models``
-    (by default settings.MODELS) and the migrations in the package ``migrations``.
-
-    ``announce``: the first connection logs the line the scripts print ("Connected to
-    PostgreSQL at ... (TLS on, certificate verified)") through the ``database`` logger, once
-    per process. By default, when the settings are read here: an app's ``tortoise_config()``.
-    """
-    if models is None:
-        models = project_models()
+    """Tortoise's config dict for ``settings`` (by default from DATABASE_URL, and then the first
+    connection logs its describe() line: ``announce``) and ``models`` (settings.MODELS)."""
     if announce is None:
         announce = settings is None
     if settings is None:
@@ -93,16 +70,17 @@ def tortoise_config(
             "credentials": {"file_path": settings.database},
         }
     else:
-        credentials = pool_credentials(settings, announce=announce)
-        if settings.replicas:  # DATABASE_URL_REPLICA: reads go there (replicas.py)
-            credentials["replicas"] = [pool_credentials(r) for r in settings.replicas]
-        # Tortoise's asyncpg client with retries and the statement-cache switch (client.py)
+        options = pool_options(settings, announce=announce)
+        credentials = {"minsize": options.pop("min_size"), "maxsize": options.pop("max_size"),
+                       **options}  # Tortoise's names for two of them
+        if settings.replicas:  # reads go there (replicas.py)
+            credentials["replicas"] = list(settings.replicas)
         connection = {"engine": "tortoise_neon.client", "credentials": credentials}
     return {
         "connections": {"default": connection},
         "apps": {
             "models": {
-                "models": model_modules(models),
+                "models": model_modules(project_models() if models is None else models),
                 "default_connection": "default",
                 "migrations": migrations,
             }
@@ -112,54 +90,41 @@ def tortoise_config(
     }
 
 
-def pool_credentials(settings: DatabaseSettings, *, announce: bool = False) -> dict[str, Any]:
-    """The connection pool's settings for one server, in Tortoise's terms (``announce``: see
-    ``tortoise_config``)."""
-    credentials: dict[str, Any] = {
+def pool_options(settings: DatabaseSettings, *, policy: ConnectPolicy | None = None,
+                 announce: bool = False) -> dict[str, Any]:
+    """``asyncpg.create_pool``'s keyword arguments for one server."""
+    options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
         "user": settings.user,
-        # A callable: asyncpg calls it; Tortoise's debug log would print a third of a string.
-        "password": lambda: settings.password,
+        "password": lambda: settings.password,  # Tortoise's debug log would print a string
         "database": settings.database,
         "ssl": ssl_option(settings),
-        "direct_tls": settings.direct_tls,
         "server_settings": dict(settings.server_settings),
-        # No floor: connections that a suspend closed are not reopened until a request needs
-        # one, so an idle app lets Neon scale the compute to zero (docs/app-on-neon.md).
-        "minsize": 0,
-        "maxsize": settings.pool_size,  # pool_size= in the URL (docs/replicas-and-workers.md)
-        # An idle connection is closed after this many seconds (and not reopened: no floor)
+        # No floor: an idle app lets Neon scale the compute to zero (docs/app-on-neon.md)
+        "min_size": 0,
+        "max_size": settings.pool_size,
         "max_inactive_connection_lifetime": idle_timeout(settings),
-        "connect": RetryingConnect(settings, announce=announce),
-        "reset": keep_session,
+        "connect": RetryingConnect(settings, policy=policy, announce=announce),
+        "reset": skip_reset,
         "connection_class": PromptCloseConnection,
     }
     if settings.statement_cache_size is not None:
-        credentials["statement_cache_size"] = settings.statement_cache_size
-    return credentials
+        options["statement_cache_size"] = settings.statement_cache_size
+    return options
 
 
 def idle_timeout(settings: DatabaseSettings) -> float:
-    """Seconds an idle connection to this server is kept: ``IDLE_TIMEOUT`` on a direct string,
-    ``POOLED_IDLE_TIMEOUT`` on a pooled one."""
     return POOLED_IDLE_TIMEOUT if settings.pooled else IDLE_TIMEOUT
 
 
-async def keep_session(connection: asyncpg.Connection) -> None:
-    """Pool reset hook: nothing to send when a connection goes back to the pool.
-
-    asyncpg has already rolled back any open transaction. Its default reset would also send
-    ``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`` (one round trip per query):
-    Tortoise creates none of that session state. See docs/connecting.md ("Pool reset").
-    """
+async def skip_reset(connection: asyncpg.Connection) -> None:
+    """Pool reset hook that sends nothing (asyncpg's default costs a round trip for session
+    state Tortoise never creates: docs/connecting.md, "Pool reset")."""
 
 
 class PromptCloseConnection(asyncpg.Connection):  # type: ignore[misc]
-    """Closes by sending Terminate without waiting for the server to hang up (a round trip).
-
-    The server still logs a normal disconnect: it reads Terminate before it sees the socket close.
-    """
+    """Closes by sending Terminate without waiting for the server to hang up (a round trip)."""
 
     async def close(self, *, timeout: float | None = None) -> None:
         try:

@@ -7,9 +7,9 @@ import socket
 import ssl
 from dataclasses import dataclass
 
+from tortoise_neon.database_settings import DatabaseSettings, is_local_host
 from tortoise_neon.errors import failure_reason
 from tortoise_neon.url import is_neon
-from tortoise_neon.url_settings import DatabaseSettings, is_local_host
 
 import asyncpg
 

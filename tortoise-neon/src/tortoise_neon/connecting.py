@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import socket
 import ssl
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from tortoise_neon.connect_errors import (
@@ -19,29 +21,35 @@ from tortoise_neon.connect_errors import (
     is_slots_full,
     neon_failure,
 )
+from tortoise_neon.database_settings import DatabaseSettings
 from tortoise_neon.errors import DatabaseError, failure_reason
-from tortoise_neon.url_settings import REPLICA, DatabaseSettings
+from tortoise_neon.pool import SlotsFull
 
 import asyncpg
 
 log = logging.getLogger(__name__)  # "tortoise_neon.connecting": the scripts show it on stderr
 
 ATTEMPT_TIMEOUT = 10.0  # seconds for one attempt: a host that accepts and never answers
-# Seconds of "connection refused" before giving up. Neon's proxy always listens, so a refusal
-# means a wrong host or port, or a local server still starting (which listens within seconds).
+# Seconds of "connection refused" before giving up: Neon's proxy always listens, so a refusal
+# is a wrong host or port, or a local server still starting.
 REFUSED_FOR = 5.0
-# Seconds to wait for a free connection slot (53300) when this process holds no connection: a
-# request waits at most this long, then answers 503 (pool.py).
+# Seconds to wait for a free slot (53300) when this process holds no connection (pool.py)
 SLOTS_WAIT = 5.0
 
-NOT_READY = (
-    asyncpg.CannotConnectNowError,  # the server is starting up or shutting down
-    asyncpg.TooManyConnectionsError,
-    asyncpg.AdminShutdownError,
-    asyncpg.ConnectionDoesNotExistError,
-    TimeoutError,
-    asyncio.TimeoutError,
-)
+NOT_READY = (asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError,  # starting, full
+             asyncpg.AdminShutdownError, asyncpg.ConnectionDoesNotExistError, TimeoutError,
+             asyncio.TimeoutError)
+
+# Listeners called after each connection made (script.py holds the CLI's output until the first)
+on_connected: list[Callable[[], None]] = []
+
+
+@dataclass(frozen=True)
+class ConnectPolicy:
+    """How long a refusal is waited for, and whether the "not ready; retrying" line is logged."""
+
+    refused_for: float = REFUSED_FOR
+    say_not_ready: bool = True
 
 
 def is_not_ready(exc: BaseException, s: DatabaseSettings) -> bool:
@@ -55,49 +63,39 @@ def is_not_ready(exc: BaseException, s: DatabaseSettings) -> bool:
         return neon.wait
     if isinstance(exc, (socket.gaierror, ssl.SSLError)) or not isinstance(exc, OSError):
         return False  # unknown host, TLS failure, wrong password, unknown database, ...
-    # a server without TLS: waiting will not give it TLS
-    return "rejected SSL upgrade" not in str(exc)  # refused, reset: waking up, restarting
-
-
-# Called after each connection made (script.py: the CLI's output is held until the first).
-CONNECTED: list[Callable[[], None]] = []
+    # refused, reset: waking up, restarting; but waiting will not give a server TLS
+    return "rejected SSL upgrade" not in str(exc)
 
 
 class RetryingConnect:
-    """asyncpg's ``connect``, retried with backoff while the server is not ready yet.
+    """The pool's ``connect`` hook: asyncpg's ``connect``, retried with backoff while the server
+    is not ready (a Neon compute waking from scale-to-zero, a reconnect later on)."""
 
-    Used as the pool's ``connect`` hook, so every new connection gets it: the first one (a Neon
-    compute waking from scale-to-zero) and any reconnect later on.
-    """
-
-    def __init__(self, settings: DatabaseSettings, *, announce: bool = False) -> None:
-        self.settings = settings
-        # The first connection made is said in the log (an app's start-up), as the scripts
-        # print it: how it connected, TLS verified or not (DatabaseSettings.describe).
-        self.announce = announce
-        # Set by client.py when a pooler loses prepared statements: new connections go without.
-        self.statement_cache_off = False
-        self.pool: Any = None  # the pool this fills (pool.py sets it): what it holds already
+    def __init__(self, settings: DatabaseSettings, *, policy: ConnectPolicy | None = None,
+                 announce: bool = False) -> None:
+        self.settings = settings  # after a direct-TLS fall back: a copy without direct TLS
+        self.policy = policy or ConnectPolicy()
+        self.announce = announce  # log the first connection's describe() line
+        self.statement_cache_off = False  # set by client.py when a pooler loses statements
+        self.pool: Any = None  # the pool this fills (pool.py sets it)
 
     async def __call__(self, *args: Any, **kwargs: Any) -> asyncpg.Connection:
-        s = self.settings
         begun = time.monotonic()
-        deadline = begun + s.connect_deadline
-        replica = s.variable == REPLICA  # waited for in the background, said by replicas.py
+        deadline = begun + self.settings.connect_deadline
         delay, attempt = 0.25, 1
         refused_since: float | None = None  # when the current run of refusals began
         while True:
+            s = self.settings
             started = time.monotonic()
-            remaining = deadline - started
-            kwargs["timeout"] = max(0.1, min(ATTEMPT_TIMEOUT, remaining))
+            kwargs["timeout"] = max(0.1, min(ATTEMPT_TIMEOUT, deadline - started))
             kwargs["direct_tls"] = s.direct_tls
             if self.statement_cache_off:
                 kwargs["statement_cache_size"] = 0
             try:
                 connection = await asyncpg.connect(*args, **kwargs)
             except Exception as exc:
-                # Direct TLS by default (a Neon host): a handshake broken off or never answered
-                # (a middlebox that drops it) gets the standard negotiation instead, once.
+                # Direct TLS by default (a Neon host), broken off or never answered: once, the
+                # standard negotiation instead
                 if s.direct_tls_fallback and (is_direct_tls_failure(exc, s) or isinstance(
                         exc, (TimeoutError, asyncio.TimeoutError))):
                     self.fall_back(exc)
@@ -109,15 +107,12 @@ class RetryingConnect:
                 if is_slots_full(exc):  # 53300: no free slot
                     held = self.pool.get_size() if self.pool is not None else 0
                     if held:  # serve from the connections held: pool.py waits for one
-                        from tortoise_neon.pool import SlotsFull
-
                         raise SlotsFull(explain_slots_full(exc, s, held=held)) from exc
                     limit = min(SLOTS_WAIT, s.connect_deadline)
                     give_up = min(deadline, begun + limit)
                 elif reason == "connection refused":
                     refused_since = started if refused_since is None else refused_since
-                    # A replica that refuses is down: its reads go to the primary (replicas.py)
-                    limit = 0 if replica else min(REFUSED_FOR, s.connect_deadline)
+                    limit = min(self.policy.refused_for, s.connect_deadline)
                     give_up = min(deadline, refused_since + limit)
                 else:
                     refused_since = None
@@ -126,14 +121,13 @@ class RetryingConnect:
                     if is_slots_full(exc):
                         raise DatabaseError(explain_slots_full(exc, s, waited=limit)) from exc
                     raise DatabaseError(explain_gave_up(exc, s, attempt, limit)) from exc
-                if attempt == 1 and not replica and not is_slots_full(exc):
+                if attempt == 1 and self.policy.say_not_ready and not is_slots_full(exc):
                     log.warning("Database at %s not ready (%s); retrying for up to %.0f s",
                                 s.address, reason, remaining)
-                wait = min(delay, 4.0, remaining) * random.uniform(0.5, 1.0)  # backoff, jitter
-                await asyncio.sleep(wait)
+                await asyncio.sleep(min(delay, 4.0, remaining) * random.uniform(0.5, 1.0))
                 delay, attempt = delay * 2, attempt + 1
             else:
-                for listener in CONNECTED:
+                for listener in on_connected:
                     listener()
                 if self.announce:
                     self.announce = False  # once: the pool's later connections say nothing
@@ -141,10 +135,10 @@ class RetryingConnect:
                 return connection
 
     def fall_back(self, exc: BaseException) -> None:
-        """Direct TLS, chosen by default for a Neon host, failed: use the standard negotiation
-        from now on (for this connection and the pool's later ones), and say so."""
+        """Direct TLS failed: the standard negotiation from now on (this hook's later
+        connections too), said once."""
         s = self.settings
-        s.direct_tls = s.direct_tls_fallback = False
+        self.settings = dataclasses.replace(s, direct_tls=False, direct_tls_fallback=False)
         log.warning("Direct TLS failed at %s (%s): using the standard TLS negotiation instead "
-                    "(add sslnegotiation=postgres to DATABASE_URL to skip the attempt)",
-                    s.host, failure_reason(exc))
+                    "(add sslnegotiation=postgres to %s to skip the attempt)",
+                    s.host, failure_reason(exc), s.variable)

@@ -1,16 +1,5 @@
-"""asyncpg's pool, for a compute that is out of connection slots (SQLSTATE 53300).
-
-Several processes (``uvicorn --workers 3``, several instances) each keep a pool of up to
-``pool_size`` connections. When they ask for more than the compute has slots for, a new
-connection is refused with ``remaining connection slots are reserved ...`` or ``too many clients
-already``. asyncpg's pool would then hand the request a slot it cannot fill and wait or fail,
-while the connections it already holds could serve it.
-
-Here a pool that holds at least one connection stops opening new ones for ``FULL_FOR`` seconds
-and waits for one of its own to come back (one log line, the first time, with the cause and the
-fix); a pool that holds none waits for a slot (``connecting.py``, at most ``SLOTS_WAIT`` seconds),
-then fails with the line that names the fix (``errors.explain_slots_full``).
-"""
+"""asyncpg's pool, for a compute out of connection slots (SQLSTATE 53300): a pool that holds
+connections waits for one of its own instead of failing (docs/replicas-and-workers.md)."""
 
 from __future__ import annotations
 
@@ -42,9 +31,6 @@ class SlotAwarePool(Pool):  # type: ignore[misc]
         self.said_full = False
         self.released = asyncio.Condition()
 
-    def holds_connections(self) -> bool:
-        return bool(self.get_size())
-
     def _idle_connection_queued(self) -> bool:
         queued = getattr(self._queue, "_queue", ())  # asyncio.LifoQueue's list of holders
         return any(holder.is_connected() for holder in queued)
@@ -52,7 +38,7 @@ class SlotAwarePool(Pool):  # type: ignore[misc]
     async def _acquire(self, timeout: float | None) -> Any:
         while True:
             if time.monotonic() < self.full_until and not self._idle_connection_queued() \
-                    and self.holds_connections():
+                    and self.get_size():
                 await self._wait_for_release()  # a new connection would be refused: wait
                 continue
             try:
@@ -77,14 +63,10 @@ class SlotAwarePool(Pool):  # type: ignore[misc]
 
 
 async def create_pool(**kwargs: Any) -> SlotAwarePool:
-    """``asyncpg.create_pool``, with this pool (the connect hook learns which pool it fills)."""
-    kwargs.setdefault("max_queries", 50000)
-    kwargs.setdefault("max_inactive_connection_lifetime", 300.0)
-    kwargs.setdefault("loop", None)
-    kwargs.setdefault("connection_class", asyncpg.Connection)
-    kwargs.setdefault("record_class", asyncpg.Record)
-    kwargs.setdefault("min_size", 0)
-    pool = SlotAwarePool(None, **kwargs)
+    """``asyncpg.create_pool`` with this pool; the connect hook learns which pool it fills."""
+    defaults = {"max_queries": 50000, "max_inactive_connection_lifetime": 300.0, "loop": None,
+                "connection_class": asyncpg.Connection, "record_class": asyncpg.Record, "min_size": 0}
+    pool = SlotAwarePool(None, **{**defaults, **kwargs})
     connect = kwargs.get("connect")
     if connect is not None and hasattr(connect, "pool"):
         connect.pool = pool

@@ -8,12 +8,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
 
-from tortoise_neon.connecting import is_not_ready
+from tortoise_neon.config import pool_options
+from tortoise_neon.connecting import ConnectPolicy, is_not_ready
+from tortoise_neon.database_settings import DatabaseSettings
 from tortoise_neon.errors import DatabaseError, failure_reason
 from tortoise_neon.pool import SlotAwarePool, create_pool
-from tortoise_neon.url_settings import DatabaseSettings
 
 import asyncpg
 
@@ -34,12 +34,15 @@ def lsn(position: str) -> int:
     return (int(high, 16) << 32) | int(low, 16)
 
 
+# A replica that refuses is down: its reads go to the primary, and the log says so once (below)
+GIVE_UP_AT_ONCE = ConnectPolicy(refused_for=0, say_not_ready=False)
+
+
 class Replica:
     """One read replica: its pool (opened on first use, no floor) and whether it may be used."""
 
-    def __init__(self, credentials: dict[str, Any]) -> None:
-        self.credentials = credentials
-        self.settings = credentials["connect"].settings
+    def __init__(self, settings: DatabaseSettings) -> None:
+        self.settings = settings
         self.pool: SlotAwarePool | None = None
         self.down_until = 0.0  # time.monotonic(): left alone until then
         self.opening: asyncio.Task[None] | None = None
@@ -67,9 +70,7 @@ class Replica:
     async def _open(self) -> None:
         try:
             if self.pool is None:
-                c = dict(self.credentials)
-                self.pool = await create_pool(
-                    min_size=c.pop("minsize"), max_size=c.pop("maxsize"), **c)
+                self.pool = await create_pool(**pool_options(self.settings, policy=GIVE_UP_AT_ONCE))
             async with self.pool.acquire():
                 pass  # one connection, kept in the pool: reads use it from now on
             self._back()

@@ -9,12 +9,13 @@ import itertools
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
+from tortoise_neon.database_settings import DatabaseSettings
 from tortoise_neon.errors import LOST, DatabaseError, used_a_closed_connection
 from tortoise_neon.replicas import ReadOnPrimary, Replica, lsn
 
@@ -128,8 +129,8 @@ async def replica_connection(replica: Replica, state: RoutingState) -> AsyncIter
 class ReadRouter:
     """The replicas of one client (DATABASE_URL_REPLICA), and where each read goes."""
 
-    def __init__(self, credentials: list[dict[str, Any]], key: bytes | None) -> None:
-        self.replicas = [Replica(c) for c in credentials]
+    def __init__(self, replicas: Iterable[DatabaseSettings], key: bytes | None) -> None:
+        self.replicas = [Replica(settings) for settings in replicas]
         self._turns = itertools.cycle(self.replicas)
         self.key = key  # signs the cookie (READ_YOUR_WRITES_SECRET); None: the cookie is unsigned
         # This process's latest write (a request's that succeeded): its WAL position (lsn()),

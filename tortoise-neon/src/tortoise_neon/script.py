@@ -12,10 +12,10 @@ from contextlib import asynccontextmanager, contextmanager, suppress
 from typing import Any
 
 from tortoise_neon.config import tortoise_config
+from tortoise_neon.database_settings import DatabaseSettings
 from tortoise_neon.environment import load_settings
 from tortoise_neon.errors import USER_FACING, explain_error
 from tortoise_neon.migrate import migrate
-from tortoise_neon.url_settings import DatabaseSettings
 
 from tortoise import Tortoise
 

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import ssl
 
+from tortoise_neon.database_settings import WEAK_SSLMODES, DatabaseSettings
 from tortoise_neon.errors import DatabaseError
 from tortoise_neon.url import refuse_insecure_tls
-from tortoise_neon.url_settings import WEAK_SSLMODES, DatabaseSettings
 
 ALPN = "postgresql"  # PostgreSQL 17+ refuses direct TLS without it; asyncpg sets it only on its own
 
 
 def ssl_option(settings: DatabaseSettings) -> ssl.SSLContext | str | bool:
-    """asyncpg's ``ssl`` argument: a verifying context unless the URL explicitly opted out (for
-    a host not on this machine, only with DATABASE_ALLOW_INSECURE_TLS=1: ``allow_insecure_tls``)."""
+    """asyncpg's ``ssl`` argument: a verifying context unless the URL opted out (to a host not
+    on this machine, only with ``allow_insecure_tls``)."""
     if settings.sslmode in WEAK_SSLMODES:
         refuse_insecure_tls(settings)  # settings made by hand: the same rule as a URL's
         return False if settings.sslmode == "disable" else settings.sslmode

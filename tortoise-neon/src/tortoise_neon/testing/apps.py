@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,7 @@ def create_tables(pg: Postgres, db_url: str) -> None:
     async def go() -> None:
         settings = tortoise_neon.parse_database_url(db_url)
         if pg.server and pg.server.ca_path:
-            settings.sslrootcert = str(pg.server.ca_path)
+            settings = replace(settings, sslrootcert=str(pg.server.ca_path))
         config = project_config(settings)
         await Tortoise.init(config=config)
         try:
@@ -143,6 +144,9 @@ def three_workers_on_seven_slots(few_slots: Postgres, tmp_path: Path, resource: 
     print(f"3 workers, 7 slots, 24 clients, 6 s: {dict(answers)}; slowest {slowest:.2f} s; "
           f"{len(full)} workers said the compute was full")
     assert set(answers) <= {"200", "201", "503"}, (answers, output)
+    # a 503 only for a worker that holds no connection yet (pool.py): asyncpg's own pool, which
+    # opens a connection per waiting request, answered 503 to about a fifth of them here
+    assert answers["503"] * 20 <= len(results), answers
     assert slowest < 10, slowest
     assert "Traceback" not in output, output
     assert full, "the compute was never full: the test proves nothing"

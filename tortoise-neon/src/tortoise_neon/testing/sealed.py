@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 import tortoise_neon.environment
-from tortoise_neon.url_settings import INSECURE_TLS
+from tortoise_neon.database_settings import INSECURE_TLS
 
 # What a child process may inherit: where programs and the home folder are, the locale, the
 # temporary folder, CI (a nested suite skips nothing there either), and the CA trust that

@@ -1,4 +1,4 @@
-"""DatabaseSettings: what a DATABASE_URL says, in the terms asyncpg and Tortoise need."""
+"""DatabaseSettings: what one connection string says, in the terms asyncpg and Tortoise need."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 
 CONNECT_DEADLINE = 30.0  # seconds for all connect attempts together (URL: connect_timeout=)
 POOL_SIZE = 5  # connections one process may open at most (URL: pool_size=)
+PRIMARY = "DATABASE_URL"
+UNPOOLED = "DATABASE_URL_UNPOOLED"  # Neon's name for the direct string: for migrations
 REPLICA = "DATABASE_URL_REPLICA"  # read replicas' strings, comma-separated (Prisma's name)
-# This machine: the only hosts a connection without verified TLS may go to, unless the user
-# sets INSECURE_TLS (docs/connecting.md, "TLS"). A name or address of this machine's other
-# interfaces (127.0.0.2, its LAN address) counts as remote: the check is on the text only.
+# The only hosts TLS without verification may go to, unless INSECURE_TLS (docs/connecting.md)
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 INSECURE_TLS = "DATABASE_ALLOW_INSECURE_TLS"  # =1: sslmode=disable/allow/prefer to remote hosts
 WEAK_SSLMODES = ("disable", "allow", "prefer")  # not encrypted, or not verified
@@ -20,9 +20,9 @@ def is_local_host(host: str) -> bool:
     return host in LOCAL_HOSTS or host.startswith("/")
 
 
-@dataclass
+@dataclass(frozen=True)
 class DatabaseSettings:
-    """What a DATABASE_URL says, in the terms asyncpg and Tortoise need."""
+    """One connection string's settings; ``variable`` is its role (PRIMARY, UNPOOLED, REPLICA)."""
 
     engine: str  # "postgres" or "sqlite"
     host: str = ""
@@ -38,13 +38,10 @@ class DatabaseSettings:
     statement_cache_size: int | None = None
     connect_deadline: float = CONNECT_DEADLINE
     pool_size: int = POOL_SIZE
-    # DATABASE_URL_REPLICA's read replicas: reads outside a transaction go there (replicas.py)
-    replicas: list[DatabaseSettings] = field(default_factory=list)
+    replicas: tuple[DatabaseSettings, ...] = ()  # DATABASE_URL_REPLICA's (replicas.py)
     server_settings: dict[str, str] = field(default_factory=dict)
-    variable: str = "DATABASE_URL"  # where the URL came from, for the error lines
-    # sslmode=disable, allow or prefer to a host not on this machine: refused unless True (the
-    # user set DATABASE_ALLOW_INSECURE_TLS=1; url.py sets it when parsing, tls.py checks it)
-    allow_insecure_tls: bool = False
+    variable: str = PRIMARY
+    allow_insecure_tls: bool = False  # DATABASE_ALLOW_INSECURE_TLS=1 (checked in tls.py)
 
     @property
     def verified(self) -> bool:
