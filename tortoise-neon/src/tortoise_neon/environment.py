@@ -1,6 +1,5 @@
 """The settings from DATABASE_URL, DATABASE_URL_UNPOOLED and DATABASE_URL_REPLICA, read from the
-environment or ``.env`` (never written). The rule, the same everywhere: empty counts as not set,
-and the environment wins over ``.env`` when it has a value (docs/connecting.md)."""
+environment or ``.env``, never written (the rule: docs/connecting.md)."""
 
 from __future__ import annotations
 
@@ -96,12 +95,12 @@ def load_settings(*, for_migrations: bool = False) -> DatabaseSettings:
             f"{names} {are} set but DATABASE_URL is not (an empty value counts as not set): set "
             "DATABASE_URL to the primary's connection string (writes go there), or empty "
             f"{names} too for the local SQLite demo")
-    if url is not None and kin and url.strip().lower().startswith("sqlite:"):
+    if url is not None and kin and url.lower().startswith("sqlite:"):
         raise DatabaseError(
             f"DATABASE_URL is a SQLite file but {names} {are} set: migrations or reads would go "
             "to PostgreSQL, the scripts and the app to the SQLite file; empty "
             f"{names} for SQLite, or set DATABASE_URL to the primary's string")
-    allow = insecure_tls_allowed(insecure) if insecure else None
+    allow = insecure_tls_allowed(insecure)
     if for_migrations and direct is not None:
         return parse_database_url(direct, UNPOOLED, allow_insecure_tls=allow)
     if url is None:
