@@ -33,15 +33,14 @@ def find_env_file() -> str:
     current folder or above; "" when there is none."""
     main = getattr(sys.modules.get("__main__"), "__file__", None)
     script = Path(main).resolve() if main and main.endswith(".py") else None
+    starts = [Path.cwd()]
     # a tool's own __main__ in the venv (python -m tortoise) says nothing about the project
-    installed = script is not None and script.is_relative_to(Path(sys.prefix).resolve())
-    starts = [script.parent] if script is not None and not installed else []
-    starts.append(Path.cwd())
+    if script is not None and not script.is_relative_to(Path(sys.prefix).resolve()):
+        starts.insert(0, script.parent)
     for start in starts:
         for folder in (start, *start.parents):
-            candidate = folder / ".env"
-            if candidate.is_file():
-                return str(candidate)
+            if (folder / ".env").is_file():
+                return str(folder / ".env")
     return ""
 
 

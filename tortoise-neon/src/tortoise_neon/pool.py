@@ -67,8 +67,7 @@ async def create_pool(**kwargs: Any) -> SlotAwarePool:
     defaults = {"max_queries": 50000, "max_inactive_connection_lifetime": 300.0, "loop": None,
                 "connection_class": asyncpg.Connection, "record_class": asyncpg.Record, "min_size": 0}
     pool = SlotAwarePool(None, **{**defaults, **kwargs})
-    connect = kwargs.get("connect")
-    if connect is not None and hasattr(connect, "pool"):
-        connect.pool = pool
+    if hasattr(kwargs.get("connect"), "pool"):  # a RetryingConnect
+        kwargs["connect"].pool = pool
     await pool
     return pool

@@ -62,10 +62,10 @@ def parse_database_url(url: str, variable: str = PRIMARY, *,
                             "does not use: it must start with postgresql:// (or sqlite:// for a "
                             "local file)")
     # A "#", or an "@" after the host's "/" or "?": a password cut in two by an unencoded character
-    after_host = re.search(r"[/?].*", rest)
-    if "#" in rest or (after_host and "@" in after_host.group()):
+    authority, *after_host = re.split(r"[/?]", rest, maxsplit=1)
+    if "#" in rest or "@" in "".join(after_host):
         raise DatabaseError(f"{variable} is malformed: {ENCODE_PASSWORD}")
-    if "," in re.split(r"[/?]", rest, maxsplit=1)[0].rpartition("@")[2]:
+    if "," in authority.rpartition("@")[2]:
         raise DatabaseError(f"{variable} names several hosts: give one (this project connects "
                             "to a single host, as Neon's connection string does)")
     try:
@@ -195,12 +195,6 @@ def insecure_tls_allowed(value: str | None) -> bool:
         return False
     raise DatabaseError(f"{INSECURE_TLS}={_shown(value)} is not understood: set it to 1 to allow "
                         "sslmode=disable, allow or prefer to a host not on this machine, or unset it")
-
-
-def refuse_insecure_tls(settings: DatabaseSettings) -> None:
-    """sslmode=disable, allow or prefer to a host not on this machine, not allowed by the user."""
-    if settings.insecure_remote and not settings.allow_insecure_tls:
-        raise DatabaseError(insecure_tls_line(settings.variable, settings.sslmode, settings.host))
 
 
 def insecure_tls_line(variable: str, sslmode: str, host: str) -> str:
