@@ -96,8 +96,7 @@ def pool_options(settings: DatabaseSettings, *, policy: ConnectPolicy | None = N
         "database": settings.database,
         "ssl": ssl_option(settings),
         "server_settings": dict(settings.server_settings),
-        # No floor: an idle app lets Neon scale the compute to zero (docs/app-on-neon.md)
-        "min_size": 0,
+        "min_size": 0,  # no floor: an idle app lets Neon scale to zero (docs/app-on-neon.md)
         "max_size": settings.pool_size,
         "max_inactive_connection_lifetime": idle_timeout(settings),
         "connect": RetryingConnect(settings, policy=policy, announce=announce),

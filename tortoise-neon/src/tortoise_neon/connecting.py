@@ -91,8 +91,7 @@ class RetryingConnect:
             try:
                 connection = await asyncpg.connect(*args, **kwargs)
             except Exception as exc:
-                # Direct TLS by default (a Neon host), broken off or never answered: once, the
-                # standard negotiation instead
+                # direct TLS by default (a Neon host), broken off or never answered
                 if s.direct_tls_fallback and (is_direct_tls_failure(exc, s) or isinstance(
                         exc, (TimeoutError, asyncio.TimeoutError))):
                     self.fall_back(exc)

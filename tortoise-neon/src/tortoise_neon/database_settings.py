@@ -9,8 +9,7 @@ POOL_SIZE = 5  # connections one process may open at most (URL: pool_size=)
 PRIMARY = "DATABASE_URL"
 UNPOOLED = "DATABASE_URL_UNPOOLED"  # Neon's name for the direct string: for migrations
 REPLICA = "DATABASE_URL_REPLICA"  # read replicas' strings, comma-separated (Prisma's name)
-# The only hosts TLS without verification may go to, unless INSECURE_TLS (docs/connecting.md)
-LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
+LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}  # the only hosts unverified TLS may go to
 INSECURE_TLS = "DATABASE_ALLOW_INSECURE_TLS"  # =1: sslmode=disable/allow/prefer to remote hosts
 WEAK_SSLMODES = ("disable", "allow", "prefer")  # not encrypted, or not verified
 TLS_NOTES = {  # describe()'s words for each of them

@@ -32,9 +32,7 @@ SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
 def parse_database_url(url: str, variable: str = PRIMARY, *,
                        allow_insecure_tls: bool | None = None) -> DatabaseSettings:
     """The settings of ``url``, read from ``variable``; DatabaseError names it with the fix.
-
-    ``allow_insecure_tls``: by default, DATABASE_ALLOW_INSECURE_TLS in the environment.
-    """
+    ``allow_insecure_tls``: by default, DATABASE_ALLOW_INSECURE_TLS in the environment."""
     url = url.strip().strip("'\"").strip()
     if PLACEHOLDER.search(url):
         raise DatabaseError(f"{variable} still holds the placeholder from .env.example: paste the "
