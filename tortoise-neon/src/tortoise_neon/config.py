@@ -17,11 +17,9 @@ from tortoise_neon.tls import ssl_option
 import asyncpg
 
 DEFAULT_MODELS = ["main"]  # without a settings.py: main.py's User
-# Seconds an idle connection stays in a pool (read when the config is built): on a direct string
-# it holds one of the compute's few slots; on the pooled one, one of PgBouncer's 10,000, and
-# reopening costs a handshake (docs/replicas-and-workers.md, "Idle connections").
-IDLE_TIMEOUT = 10.0
-POOLED_IDLE_TIMEOUT = 300.0
+# Seconds an idle connection stays in a pool: docs/replicas-and-workers.md, "Idle connections"
+IDLE_TIMEOUT = 10.0  # direct: it holds one of the compute's few slots
+POOLED_IDLE_TIMEOUT = 300.0  # pooled: one of PgBouncer's 10,000; reopening costs a handshake
 
 
 def project_models() -> list[str]:
@@ -39,17 +37,14 @@ def model_modules(models: Iterable[str]) -> list[str]:
     """MODELS as Tortoise must see them: under ``python main.py``, main.py is ``__main__``, and
     its classes are the ones to initialise."""
     running = getattr(sys.modules.get("__main__"), "__file__", None)
-    resolved = []
-    for name in models:
-        spec = importlib.util.find_spec(name) if name != "__main__" else None
-        same = running and spec and spec.origin and _same_file(spec.origin, running)
-        resolved.append("__main__" if same else name)
-    return resolved
+    return ["__main__" if running and _is_file(name, running) else name for name in models]
 
 
-def _same_file(a: str, b: str) -> bool:
+def _is_file(module: str, path: str) -> bool:
+    """Whether ``module`` (found, not imported) is the file at ``path``."""
+    spec = importlib.util.find_spec(module) if module != "__main__" else None
     try:
-        return os.path.samefile(a, b)
+        return bool(spec and spec.origin and os.path.samefile(spec.origin, path))
     except OSError:
         return False
 
@@ -101,8 +96,7 @@ def pool_options(settings: DatabaseSettings, *, policy: ConnectPolicy | None = N
         "database": settings.database,
         "ssl": ssl_option(settings),
         "server_settings": dict(settings.server_settings),
-        # No floor: an idle app lets Neon scale the compute to zero (docs/app-on-neon.md)
-        "min_size": 0,
+        "min_size": 0,  # no floor: an idle app lets Neon scale to zero (docs/app-on-neon.md)
         "max_size": settings.pool_size,
         "max_inactive_connection_lifetime": idle_timeout(settings),
         "connect": RetryingConnect(settings, policy=policy, announce=announce),

@@ -30,11 +30,8 @@ import asyncpg
 log = logging.getLogger(__name__)  # "tortoise_neon.connecting": the scripts show it on stderr
 
 ATTEMPT_TIMEOUT = 10.0  # seconds for one attempt: a host that accepts and never answers
-# Seconds of "connection refused" before giving up: Neon's proxy always listens, so a refusal
-# is a wrong host or port, or a local server still starting.
-REFUSED_FOR = 5.0
-# Seconds to wait for a free slot (53300) when this process holds no connection (pool.py)
-SLOTS_WAIT = 5.0
+REFUSED_FOR = 5.0  # seconds of "connection refused" (Neon's proxy always listens) before giving up
+SLOTS_WAIT = 5.0  # seconds to wait for a free slot (53300) when this process holds no connection
 
 NOT_READY = (asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError,  # starting, full
              asyncpg.AdminShutdownError, asyncpg.ConnectionDoesNotExistError, TimeoutError,
@@ -94,34 +91,31 @@ class RetryingConnect:
             try:
                 connection = await asyncpg.connect(*args, **kwargs)
             except Exception as exc:
-                # Direct TLS by default (a Neon host), broken off or never answered: once, the
-                # standard negotiation instead
+                # direct TLS by default (a Neon host), broken off or never answered
                 if s.direct_tls_fallback and (is_direct_tls_failure(exc, s) or isinstance(
                         exc, (TimeoutError, asyncio.TimeoutError))):
                     self.fall_back(exc)
                     continue
                 if not is_not_ready(exc, s):
                     raise DatabaseError(explain_connect_error(exc, s)) from exc
-                reason = failure_reason(exc)
-                give_up, limit = deadline, s.connect_deadline
-                if is_slots_full(exc):  # 53300: no free slot
+                reason, full = failure_reason(exc), is_slots_full(exc)
+                since, limit = begun, s.connect_deadline  # waiting from when, for how long
+                if full:  # 53300: no free slot
                     held = self.pool.get_size() if self.pool is not None else 0
                     if held:  # serve from the connections held: pool.py waits for one
                         raise SlotsFull(explain_slots_full(exc, s, held=held)) from exc
-                    limit = min(SLOTS_WAIT, s.connect_deadline)
-                    give_up = min(deadline, begun + limit)
+                    limit = min(SLOTS_WAIT, limit)
                 elif reason == "connection refused":
                     refused_since = started if refused_since is None else refused_since
-                    limit = min(self.policy.refused_for, s.connect_deadline)
-                    give_up = min(deadline, refused_since + limit)
+                    since, limit = refused_since, min(self.policy.refused_for, limit)
                 else:
                     refused_since = None
-                remaining = give_up - time.monotonic()
+                remaining = min(deadline, since + limit) - time.monotonic()
                 if remaining <= 0.05:
-                    if is_slots_full(exc):
+                    if full:
                         raise DatabaseError(explain_slots_full(exc, s, waited=limit)) from exc
                     raise DatabaseError(explain_gave_up(exc, s, attempt, limit)) from exc
-                if attempt == 1 and self.policy.say_not_ready and not is_slots_full(exc):
+                if attempt == 1 and self.policy.say_not_ready and not full:
                     log.warning("Database at %s not ready (%s); retrying for up to %.0f s",
                                 s.address, reason, remaining)
                 await asyncio.sleep(min(delay, 4.0, remaining) * random.uniform(0.5, 1.0))
@@ -135,8 +129,7 @@ class RetryingConnect:
                 return connection
 
     def fall_back(self, exc: BaseException) -> None:
-        """Direct TLS failed: the standard negotiation from now on (this hook's later
-        connections too), said once."""
+        """Direct TLS failed: the standard negotiation from now on, said once."""
         s = self.settings
         self.settings = dataclasses.replace(s, direct_tls=False, direct_tls_fallback=False)
         log.warning("Direct TLS failed at %s (%s): using the standard TLS negotiation instead "

@@ -9,10 +9,14 @@ POOL_SIZE = 5  # connections one process may open at most (URL: pool_size=)
 PRIMARY = "DATABASE_URL"
 UNPOOLED = "DATABASE_URL_UNPOOLED"  # Neon's name for the direct string: for migrations
 REPLICA = "DATABASE_URL_REPLICA"  # read replicas' strings, comma-separated (Prisma's name)
-# The only hosts TLS without verification may go to, unless INSECURE_TLS (docs/connecting.md)
-LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
+LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}  # the only hosts unverified TLS may go to
 INSECURE_TLS = "DATABASE_ALLOW_INSECURE_TLS"  # =1: sslmode=disable/allow/prefer to remote hosts
 WEAK_SSLMODES = ("disable", "allow", "prefer")  # not encrypted, or not verified
+TLS_NOTES = {  # describe()'s words for each of them
+    "disable": "TLS off: not encrypted",
+    "allow": "TLS only if the server insists: certificate not verified",
+    "prefer": "TLS if the server offers it: certificate not verified",
+}
 
 
 def is_local_host(host: str) -> bool:
@@ -66,19 +70,11 @@ class DatabaseSettings:
             return f"SQLite file {self.database}"
         return f"{self.address}/{self.database}"
 
-    @property
-    def tls_description(self) -> str:
-        return {
-            "disable": "TLS off: not encrypted",
-            "allow": "TLS only if the server insists: certificate not verified",
-            "prefer": "TLS if the server offers it: certificate not verified",
-        }.get(self.sslmode, "TLS on, certificate verified")
-
     def describe(self) -> str:
         """One line for the user: where we are connected and how safely."""
         if self.engine == "sqlite":
             return f"Connected to {self.where}"
-        notes = [self.tls_description]
+        notes = [TLS_NOTES.get(self.sslmode, "TLS on, certificate verified")]
         if self.insecure_remote:
             notes.append(f"a host not on this machine: allowed by {INSECURE_TLS}")
         if self.pooled:

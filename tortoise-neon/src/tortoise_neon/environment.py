@@ -1,6 +1,5 @@
 """The settings from DATABASE_URL, DATABASE_URL_UNPOOLED and DATABASE_URL_REPLICA, read from the
-environment or ``.env`` (never written). The rule, the same everywhere: empty counts as not set,
-and the environment wins over ``.env`` when it has a value (docs/connecting.md)."""
+environment or ``.env``, never written (the rule: docs/connecting.md)."""
 
 from __future__ import annotations
 
@@ -34,15 +33,14 @@ def find_env_file() -> str:
     current folder or above; "" when there is none."""
     main = getattr(sys.modules.get("__main__"), "__file__", None)
     script = Path(main).resolve() if main and main.endswith(".py") else None
+    starts = [Path.cwd()]
     # a tool's own __main__ in the venv (python -m tortoise) says nothing about the project
-    installed = script is not None and script.is_relative_to(Path(sys.prefix).resolve())
-    starts = [script.parent] if script is not None and not installed else []
-    starts.append(Path.cwd())
+    if script is not None and not script.is_relative_to(Path(sys.prefix).resolve()):
+        starts.insert(0, script.parent)
     for start in starts:
         for folder in (start, *start.parents):
-            candidate = folder / ".env"
-            if candidate.is_file():
-                return str(candidate)
+            if (folder / ".env").is_file():
+                return str(folder / ".env")
     return ""
 
 
@@ -96,12 +94,12 @@ def load_settings(*, for_migrations: bool = False) -> DatabaseSettings:
             f"{names} {are} set but DATABASE_URL is not (an empty value counts as not set): set "
             "DATABASE_URL to the primary's connection string (writes go there), or empty "
             f"{names} too for the local SQLite demo")
-    if url is not None and kin and url.strip().lower().startswith("sqlite:"):
+    if url is not None and kin and url.lower().startswith("sqlite:"):
         raise DatabaseError(
             f"DATABASE_URL is a SQLite file but {names} {are} set: migrations or reads would go "
             "to PostgreSQL, the scripts and the app to the SQLite file; empty "
             f"{names} for SQLite, or set DATABASE_URL to the primary's string")
-    allow = insecure_tls_allowed(insecure) if insecure else None
+    allow = insecure_tls_allowed(insecure)
     if for_migrations and direct is not None:
         return parse_database_url(direct, UNPOOLED, allow_insecure_tls=allow)
     if url is None:

@@ -4,6 +4,7 @@ connections waits for one of its own instead of failing (docs/replicas-and-worke
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any
@@ -28,7 +29,6 @@ class SlotAwarePool(Pool):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.full_until = 0.0  # time.monotonic() until which no new connection is tried
-        self.said_full = False
         self.released = asyncio.Condition()
 
     def _idle_connection_queued(self) -> bool:
@@ -39,22 +39,16 @@ class SlotAwarePool(Pool):  # type: ignore[misc]
         while True:
             if time.monotonic() < self.full_until and not self._idle_connection_queued() \
                     and self.get_size():
-                await self._wait_for_release()  # a new connection would be refused: wait
+                async with self.released:  # a new connection would be refused: wait for one
+                    with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+                        await asyncio.wait_for(self.released.wait(), FULL_FOR)
                 continue
             try:
                 return await super()._acquire(timeout)
             except SlotsFull as exc:
-                self.full_until = time.monotonic() + FULL_FOR
-                if not self.said_full:
-                    self.said_full = True
+                if not self.full_until:  # the first time: say it
                     log.warning("%s", exc)
-
-    async def _wait_for_release(self) -> None:
-        async with self.released:
-            try:
-                await asyncio.wait_for(self.released.wait(), FULL_FOR)
-            except (TimeoutError, asyncio.TimeoutError):
-                pass
+                self.full_until = time.monotonic() + FULL_FOR
 
     async def release(self, connection: Any, *, timeout: float | None = None) -> None:
         await super().release(connection, timeout=timeout)
@@ -67,8 +61,7 @@ async def create_pool(**kwargs: Any) -> SlotAwarePool:
     defaults = {"max_queries": 50000, "max_inactive_connection_lifetime": 300.0, "loop": None,
                 "connection_class": asyncpg.Connection, "record_class": asyncpg.Record, "min_size": 0}
     pool = SlotAwarePool(None, **{**defaults, **kwargs})
-    connect = kwargs.get("connect")
-    if connect is not None and hasattr(connect, "pool"):
-        connect.pool = pool
+    if hasattr(kwargs.get("connect"), "pool"):  # a RetryingConnect
+        kwargs["connect"].pool = pool
     await pool
     return pool

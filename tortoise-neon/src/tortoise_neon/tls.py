@@ -6,7 +6,7 @@ import ssl
 
 from tortoise_neon.database_settings import WEAK_SSLMODES, DatabaseSettings
 from tortoise_neon.errors import DatabaseError
-from tortoise_neon.url import refuse_insecure_tls
+from tortoise_neon.url import insecure_tls_line
 
 ALPN = "postgresql"  # PostgreSQL 17+ refuses direct TLS without it; asyncpg sets it only on its own
 
@@ -14,8 +14,9 @@ ALPN = "postgresql"  # PostgreSQL 17+ refuses direct TLS without it; asyncpg set
 def ssl_option(settings: DatabaseSettings) -> ssl.SSLContext | str | bool:
     """asyncpg's ``ssl`` argument: a verifying context unless the URL opted out (to a host not
     on this machine, only with ``allow_insecure_tls``)."""
+    if settings.insecure_remote and not settings.allow_insecure_tls:  # settings made by hand
+        raise DatabaseError(insecure_tls_line(settings.variable, settings.sslmode, settings.host))
     if settings.sslmode in WEAK_SSLMODES:
-        refuse_insecure_tls(settings)  # settings made by hand: the same rule as a URL's
         return False if settings.sslmode == "disable" else settings.sslmode
     try:
         context = ssl.create_default_context(cafile=settings.sslrootcert)  # verifies name + chain

@@ -32,9 +32,7 @@ SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
 def parse_database_url(url: str, variable: str = PRIMARY, *,
                        allow_insecure_tls: bool | None = None) -> DatabaseSettings:
     """The settings of ``url``, read from ``variable``; DatabaseError names it with the fix.
-
-    ``allow_insecure_tls``: by default, DATABASE_ALLOW_INSECURE_TLS in the environment.
-    """
+    ``allow_insecure_tls``: by default, DATABASE_ALLOW_INSECURE_TLS in the environment."""
     url = url.strip().strip("'\"").strip()
     if PLACEHOLDER.search(url):
         raise DatabaseError(f"{variable} still holds the placeholder from .env.example: paste the "
@@ -62,10 +60,10 @@ def parse_database_url(url: str, variable: str = PRIMARY, *,
                             "does not use: it must start with postgresql:// (or sqlite:// for a "
                             "local file)")
     # A "#", or an "@" after the host's "/" or "?": a password cut in two by an unencoded character
-    after_host = re.search(r"[/?].*", rest)
-    if "#" in rest or (after_host and "@" in after_host.group()):
+    authority, *after_host = re.split(r"[/?]", rest, maxsplit=1)
+    if "#" in rest or "@" in "".join(after_host):
         raise DatabaseError(f"{variable} is malformed: {ENCODE_PASSWORD}")
-    if "," in re.split(r"[/?]", rest, maxsplit=1)[0].rpartition("@")[2]:
+    if "," in authority.rpartition("@")[2]:
         raise DatabaseError(f"{variable} names several hosts: give one (this project connects "
                             "to a single host, as Neon's connection string does)")
     try:
@@ -78,9 +76,11 @@ def parse_database_url(url: str, variable: str = PRIMARY, *,
     if not host:
         raise DatabaseError(
             f"{variable} has no host: expected postgresql://USER:PASSWORD@HOST/DATABASE")
-    if not _is_host_name(host):
+    try:
+        host.encode("idna")  # as asyncpg asks the resolver
+    except UnicodeError:  # an empty label ("a..b"), a label over 63 characters, ...
         raise DatabaseError(f"{variable} has an invalid host name ({_shown(host)}): copy the host "
-                            "again from Neon's Connect dialog")
+                            "again from Neon's Connect dialog") from None
     database = unquote(parts.path.lstrip("/"))
     user = unquote(parts.username) if parts.username else None
     if "/" in database:
@@ -92,12 +92,11 @@ def parse_database_url(url: str, variable: str = PRIMARY, *,
         raise DatabaseError(f"{variable} has a control character (%00 to %1F) in the user or "
                             "database name: copy the connection string again")
     params = dict(parse_qsl(parts.query, keep_blank_values=True))
-    settings = DatabaseSettings(
+    return DatabaseSettings(
         engine="postgres", host=host, port=port, user=user,
         password=unquote(parts.password) if parts.password else None, database=database,
         pooled=host.split(".")[0].endswith("-pooler"), variable=variable,
         **_query_settings(params, host, variable, allow_insecure_tls))
-    return settings
 
 
 def _query_settings(params: dict[str, str], host: str, variable: str,
@@ -155,15 +154,11 @@ def _query_settings(params: dict[str, str], host: str, variable: str,
         # Neon's keeps prepared statements (1.21+, max_prepared_statements); others may not
         found["statement_cache_size"] = NEON_CACHE if is_neon(host) else 0
     if "pool_size" in params:
-        found["pool_size"] = size = _number(params, "pool_size", variable)
-        if not 1 <= size <= 1000:
-            raise DatabaseError(f"{variable} has pool_size={size}: give the most connections one "
-                                "process may open, from 1 to 1000 (default 5)")
+        fix = "give the most connections one process may open, from 1 to 1000 (default 5)"
+        found["pool_size"] = _number(params, "pool_size", variable, fix, most=1000)
     if "connect_timeout" in params:
-        found["connect_deadline"] = _number(params, "connect_timeout", variable)
-        if found["connect_deadline"] < 1:
-            raise DatabaseError(f"{variable} has connect_timeout=0: give the seconds to wait, "
-                                "at least 1 (default 30)")
+        fix = "give the seconds to wait, at least 1 (default 30)"
+        found["connect_deadline"] = _number(params, "connect_timeout", variable, fix)
     names = ("options", "application_name")
     found["server_settings"] = {name: params.pop(name) for name in names if name in params}
     unknown = sorted(set(params) - IGNORED_PARAMS)
@@ -200,12 +195,6 @@ def insecure_tls_allowed(value: str | None) -> bool:
                         "sslmode=disable, allow or prefer to a host not on this machine, or unset it")
 
 
-def refuse_insecure_tls(settings: DatabaseSettings) -> None:
-    """sslmode=disable, allow or prefer to a host not on this machine, not allowed by the user."""
-    if settings.insecure_remote and not settings.allow_insecure_tls:
-        raise DatabaseError(insecure_tls_line(settings.variable, settings.sslmode, settings.host))
-
-
 def insecure_tls_line(variable: str, sslmode: str, host: str) -> str:
     risk = ("the password and the data would cross the network unencrypted"
             if sslmode == "disable" else
@@ -221,10 +210,14 @@ def is_neon(host: str) -> bool:
     return host == NEON_DOMAIN or host.endswith("." + NEON_DOMAIN)
 
 
-def _number(params: dict[str, str], name: str, variable: str) -> int:
+def _number(params: dict[str, str], name: str, variable: str, fix: str = "",
+            most: int = 999_999_999) -> int:
+    """``name``'s whole number; with ``fix`` (the advice if not), from 1 to ``most``."""
     value = params.pop(name)
     if not (value.isascii() and value.isdigit() and len(value) <= 9):
         raise DatabaseError(f"{variable} has {name}={_shown(value)}: it must be a whole number")
+    if fix and not 1 <= int(value) <= most:
+        raise DatabaseError(f"{variable} has {name}={int(value)}: {fix}")
     return int(value)
 
 
@@ -232,12 +225,3 @@ def _shown(value: str, limit: int = 40) -> str:
     """A value from the URL as a line may show it: printable and short."""
     value = "".join(char if char.isprintable() else "?" for char in value)
     return value if len(value) <= limit else value[: limit - 3] + "..."
-
-
-def _is_host_name(host: str) -> bool:
-    """A name or address the resolver can be asked about (asyncpg encodes it: IDNA)."""
-    try:
-        host.encode("idna")
-    except UnicodeError:  # an empty label ("a..b"), a label over 63 characters, ...
-        return False
-    return True
