@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 import logging
 import sys
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from tortoise_neon.client import MaybeSaved, Unavailable
@@ -19,15 +18,12 @@ from tortoise.exceptions import IntegrityError, ValidationError
 if TYPE_CHECKING:
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 
 RETRY_AFTER = "2"  # seconds: a Neon compute wakes in about one
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
-
-Message = MutableMapping[str, Any]
-ASGIApp = Callable[[Message, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]],
-                   Awaitable[None]]
 
 
 class OneLineStartupErrors:
@@ -37,8 +33,7 @@ class OneLineStartupErrors:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope: Message, receive: Callable[[], Awaitable[Message]],
-                       send: Callable[[Message], Awaitable[None]]) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "lifespan":
             await self.app(scope, receive, send)
             return
