@@ -43,8 +43,7 @@ def run(main: Coroutine[Any, Any, None]) -> None:
         sys.stdout.flush()  # output to a pipe is buffered: a closed one shows here
     except KeyboardInterrupt:  # platforms without loop signal handlers (Windows)
         signum = signal.SIGINT
-    except BrokenPipeError:
-        # The output was closed (`python main.py | head -1`): not the database's connection.
+    except BrokenPipeError:  # the output was closed (`python main.py | head -1`), not the connection
         _output_closed()
     except USER_FACING as exc:
         _exit(1, f"Error: {explain_error(exc)}")
