@@ -34,10 +34,6 @@ class OneLineStartupErrors:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "lifespan":
-            await self.app(scope, receive, send)
-            return
-
         async def send_one_line(message: Message) -> None:
             if message["type"] == "lifespan.startup.failed":
                 failure = sys.exc_info()[1]  # Starlette sends this while handling the error
@@ -45,7 +41,7 @@ class OneLineStartupErrors:
                     message = {**message, "message": f"Error: {explain_error(failure)}"}
             await send(message)
 
-        await self.app(scope, receive, send_one_line)
+        await self.app(scope, receive, send_one_line if scope["type"] == "lifespan" else send)
 
 
 def answer_database_errors(app: FastAPI, *, show_constraint_names: bool = False) -> None:
