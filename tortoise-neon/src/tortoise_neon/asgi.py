@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 import logging
 import sys
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from tortoise_neon.client import MaybeSaved, Unavailable
@@ -19,15 +18,12 @@ from tortoise.exceptions import IntegrityError, ValidationError
 if TYPE_CHECKING:
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 
 RETRY_AFTER = "2"  # seconds: a Neon compute wakes in about one
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
-
-Message = MutableMapping[str, Any]
-ASGIApp = Callable[[Message, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]],
-                   Awaitable[None]]
 
 
 class OneLineStartupErrors:
@@ -37,12 +33,7 @@ class OneLineStartupErrors:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope: Message, receive: Callable[[], Awaitable[Message]],
-                       send: Callable[[Message], Awaitable[None]]) -> None:
-        if scope["type"] != "lifespan":
-            await self.app(scope, receive, send)
-            return
-
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def send_one_line(message: Message) -> None:
             if message["type"] == "lifespan.startup.failed":
                 failure = sys.exc_info()[1]  # Starlette sends this while handling the error
@@ -50,12 +41,13 @@ class OneLineStartupErrors:
                     message = {**message, "message": f"Error: {explain_error(failure)}"}
             await send(message)
 
-        await self.app(scope, receive, send_one_line)
+        await self.app(scope, receive, send_one_line if scope["type"] == "lifespan" else send)
 
 
 def answer_database_errors(app: FastAPI, *, show_constraint_names: bool = False) -> None:
     """A database that is down answers 503, a write a constraint refused 409 or 422 (the
-    constraint's name only with ``show_constraint_names``), a value the model refused 422."""
+    constraint's name only with ``show_constraint_names``), a value the model refused 422; the
+    package's log lines go through uvicorn's handlers unless logging was configured."""
     # The driver's errors, not Python's ConnectionError: an endpoint's other services raise it.
     for kind in (DatabaseError, *(kind for kind in LOST if kind is not ConnectionError)):
         app.add_exception_handler(kind, _database_unavailable)  # type: ignore[arg-type]
@@ -64,7 +56,10 @@ def answer_database_errors(app: FastAPI, *, show_constraint_names: bool = False)
     app.add_exception_handler(IntegrityError, constraint_broken)  # type: ignore[arg-type]
     app.add_exception_handler(ValidationError, _invalid_for_the_model)  # type: ignore[arg-type]
     app.add_middleware(ReadYourWrites)  # type: ignore[arg-type]
-    _log_through_uvicorn()
+    package = logging.getLogger("tortoise_neon")
+    if not package.handlers and not logging.getLogger().handlers:
+        for handler in logging.getLogger("uvicorn").handlers:
+            package.addHandler(handler)
 
 
 def _json(body: dict[str, Any], status: int, headers: dict[str, str] | None = None
@@ -100,12 +95,3 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
         maybe = isinstance(exc, MaybeSaved) or not isinstance(exc, (Unavailable, DatabaseError))
         body["may_have_been_saved"] = maybe
     return _json(body, 503, {"Retry-After": RETRY_AFTER})
-
-
-def _log_through_uvicorn() -> None:
-    """The package's log lines through uvicorn's handlers, unless logging was configured."""
-    package, server = logging.getLogger("tortoise_neon"), logging.getLogger("uvicorn")
-    if package.handlers or logging.getLogger().handlers:
-        return
-    for handler in server.handlers:
-        package.addHandler(handler)

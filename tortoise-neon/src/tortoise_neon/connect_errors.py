@@ -113,10 +113,9 @@ def explain_slots_full(exc: BaseException, s: DatabaseSettings, *, held: int = 0
                f"{s.variable}, or raise the server's max_connections, so that processes x "
                f"pool_size fits max_connections (see {WORKERS_DOC})")
     else:
-        fix = ("lower pool_size in " + s.variable if s.pooled else
-               "use the pooled connection string (the -pooler host), or lower pool_size in "
-               + s.variable) + " so that processes x pool_size fits the compute's "
-        fix += f"max_connections (see {WORKERS_DOC})"
+        pooler = "" if s.pooled else "use the pooled connection string (the -pooler host), or "
+        fix = (f"{pooler}lower pool_size in {s.variable} so that processes x pool_size fits "
+               f"the compute's max_connections (see {WORKERS_DOC})")
     if held:
         return (f"The database has no free connection slot ({reason}): this process goes on "
                 f"with the {held} connection{'s' if held > 1 else ''} it holds; {fix}")

@@ -1,7 +1,5 @@
-"""A write a constraint or a model refused: which field, whose fault, never the client's values.
-
-The app's 409/422 bodies have FastAPI's own 422 shape (docs/app-on-neon.md).
-"""
+"""A write a constraint or a model refused: which field, whose fault, never the client's values
+(the app's 409/422 bodies: docs/app-on-neon.md)."""
 
 from __future__ import annotations
 

@@ -6,6 +6,7 @@ import asyncio
 import errno
 import re
 import ssl
+import traceback
 
 from tortoise_neon.constraints import violation
 from tortoise_neon.error_chain import causes, driver_error
@@ -65,8 +66,8 @@ def failure_reason(exc: BaseException) -> str:
 
 
 def used_a_closed_connection(exc: BaseException) -> bool:
-    """asyncpg refused to send anything on a connection the server had ended (closed, or still
-    busy with a statement the server's goodbye broke off)."""
+    """asyncpg refused to send on a connection the server had ended (or one still busy with a
+    statement the server's goodbye broke off)."""
     closed = ("connection is closed", "released back to the pool")
     return (isinstance(exc, asyncpg.InterfaceError) and any(c in str(exc) for c in closed)) or (
         isinstance(exc, asyncpg.InternalClientError) and "cannot switch to state" in str(exc))
@@ -84,9 +85,7 @@ def refused_type_change(exc: BaseException) -> str | None:
     chain = list(causes(exc))
     driver = next((e for e in chain if isinstance(e, REFUSED_TYPE)), None)
     for error in chain if driver is not None else []:
-        tb = error.__traceback__
-        while tb is not None:
-            frame = tb.tb_frame
+        for frame, _ in traceback.walk_tb(error.__traceback__):
             names = frame.f_locals
             if (frame.f_code.co_name == "_alter_field" and "qualified_table" in names
                     and names.get("old_sql_type") != names.get("new_sql_type")):
@@ -98,7 +97,6 @@ def refused_type_change(exc: BaseException) -> str | None:
                         "was rolled back and the rows are as they were. Shorten or convert "
                         "those rows first, in a data migration: a RunSQL UPDATE before the "
                         "AlterField (docs/schema-changes.md), then run `tortoise migrate` again")
-            tb = tb.tb_next
     return None
 
 

@@ -3,7 +3,7 @@ applied (docs/connecting.md)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from tortoise_neon.error_chain import driver_error
@@ -20,6 +20,7 @@ from tortoise.transactions import in_transaction
 from tortoise.utils import get_schema_sql
 
 SCHEMA_LOCK_ID = 7_245_019_388  # pg_advisory_xact_lock key: one schema change at a time
+LOCK = f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_ID})"
 
 # check_schema's first statement on PostgreSQL: a read-only server fails as a write would (25006).
 READ_ONLY_CHECK = """DO $$ BEGIN
@@ -41,14 +42,13 @@ async def migrate(apps: Mapping[str, dict[str, Any]]) -> None:
     if client.capabilities.dialect != "postgres":
         await MigrationExecutor(client, dict(apps)).migrate()
         return
-    if await _applied_count(client, on_disk, _model_tables(apps)) == len(on_disk):
+    tables = sorted({model._meta.db_table for _, _, model in _models(apps)})
+    if await _applied_count(client, on_disk, tables) == len(on_disk):
         return
     async with in_transaction("default") as transaction:
-        await transaction.execute_script(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_ID})")
+        await transaction.execute_script(LOCK)
         await MigrationExecutor(transaction, dict(apps)).migrate()
-    renamed = await _rename_line(client, apps)
-    if renamed:
-        raise DatabaseError(renamed) from None
+    await _refuse_a_renamed_table(client, apps)
 
 
 def _migrations_on_disk(apps: Mapping[str, dict[str, Any]]) -> list[tuple[str, str]]:
@@ -69,23 +69,21 @@ async def _applied_count(client: Any, on_disk: list[tuple[str, str]],
                       for table in tables or [])
     async with client.acquire_connection() as connection:
         status = await connection.execute(
-            f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_ID});\n{_recorder_table_sql(client)};\n"
+            f"{LOCK};\n{_recorder_table_sql(client)};\n"
             f"SELECT 1 FROM tortoise_migrations WHERE (app, name) IN ({keys}){present}")
     return int(status.split()[-1])  # the last statement's status: "SELECT <rows>"
 
 
-def _model_tables(apps: Mapping[str, dict[str, Any]]) -> list[str]:
-    return sorted({model._meta.db_table for label in apps for model in _loaded(label).values()})
-
-
-def _loaded(label: str) -> dict[str, Any]:
+def _models(labels: Iterable[str]) -> Iterator[tuple[str, str, Any]]:
+    """The app label, name and class of each model Tortoise loaded for ``labels``."""
     apps = Tortoise.apps
-    return dict(apps[label]) if apps is not None and label in apps else {}
+    for label in labels:
+        for name, model in (apps[label] if apps is not None and label in apps else {}).items():
+            yield label, name, model
 
 
-async def _rename_line(client: Any, apps: Mapping[str, dict[str, Any]] | None = None
-                       ) -> str | None:
-    """The line for a model whose ``Meta.table`` changed without a migration renaming its
+async def _refuse_a_renamed_table(client: Any, apps: Mapping[str, Any] | None = None) -> None:
+    """Raise the line for a model whose ``Meta.table`` changed without a migration renaming its
     table: the migrations' state names the old one, and the database has only that one."""
     config = dict(apps if apps is not None else getattr(Tortoise.apps, "_config", {}) or {})
     try:
@@ -93,22 +91,21 @@ async def _rename_line(client: Any, apps: Mapping[str, dict[str, Any]] | None = 
         await detector.loader.build_graph()
         state = await detector._project_state()
     except Exception:  # noqa: BLE001 - no migrations, or ones that do not load: no such line
-        return None
-    for label in config:
-        for name, model in _loaded(label).items():
-            recorded = state.models.get((label, model.__name__))
-            new, old = model._meta.db_table, recorded.table if recorded else None
-            if not old or old == new:
-                continue
-            [row] = await client.execute_query_dict(
-                "SELECT to_regclass($1) IS NOT NULL AS old, to_regclass($2) IS NOT NULL AS new",
-                [quote_ident(old), quote_ident(new)])
-            if row["old"] and not row["new"]:
-                return (f'The model {name}\'s table is "{new}" (its Meta.table), but its rows are '
-                        f'in "{old}", the table its migrations made: write the migration that '
-                        f'renames it, tortoise_neon.rename_table("{name}", "{old}", "{new}") '
-                        "(docs/schema-changes.md), then run `tortoise migrate`")
-    return None
+        return
+    for label, name, model in _models(config):
+        recorded = state.models.get((label, model.__name__))
+        new, old = model._meta.db_table, recorded.table if recorded else None
+        if not old or old == new:
+            continue
+        [row] = await client.execute_query_dict(
+            "SELECT to_regclass($1) IS NOT NULL AS old, to_regclass($2) IS NOT NULL AS new",
+            [quote_ident(old), quote_ident(new)])
+        if row["old"] and not row["new"]:
+            raise DatabaseError(
+                f'The model {name}\'s table is "{new}" (its Meta.table), but its rows are in '
+                f'"{old}", the table its migrations made: write the migration that renames it, '
+                f'tortoise_neon.rename_table("{name}", "{old}", "{new}") '
+                "(docs/schema-changes.md), then run `tortoise migrate`") from None
 
 
 def _recorder_table_sql(client: Any) -> str:
@@ -138,7 +135,7 @@ async def create_schema() -> None:
         await Tortoise.generate_schemas(safe=True)
         return
     ddl = get_schema_sql(client, safe=True)
-    await client.execute_script(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_ID});\n{ddl}")
+    await client.execute_script(f"{LOCK};\n{ddl}")
 
 
 async def check_schema() -> None:
@@ -146,20 +143,16 @@ async def check_schema() -> None:
     that the server takes writes; raise the error ``explain_error`` explains."""
     client = connections.get("default")
     checks = []
-    for app in Tortoise.apps.values():
-        for model in app.values():
-            meta = model._meta
-            columns = ", ".join(quote_ident(c) for c in meta.fields_db_projection.values())
-            checks.append((meta.db_table,
-                           f"SELECT {columns} FROM {quote_ident(meta.db_table)} LIMIT 0;"))
+    for _, _, model in _models(Tortoise.apps):
+        meta = model._meta
+        columns = ", ".join(quote_ident(c) for c in meta.fields_db_projection.values())
+        checks.append((meta.db_table, f"SELECT {columns} FROM {quote_ident(meta.db_table)} LIMIT 0;"))
     first = [READ_ONLY_CHECK] if client.capabilities.dialect == "postgres" else []
     try:
         await client.execute_script("\n".join([*first, *(sql for _, sql in checks)]))
     except Exception as exc:
         if isinstance(driver_error(exc), asyncpg.UndefinedTableError):
-            renamed = await _rename_line(client)  # a Meta.table change: both tables, the fix
-            if renamed:
-                raise DatabaseError(renamed) from None
+            await _refuse_a_renamed_table(client)  # a Meta.table change: both tables, the fix
         if not isinstance(driver_error(exc), asyncpg.UndefinedColumnError):
             raise
         # PostgreSQL's line names the column, not its table: find it (only on this failure).

@@ -9,7 +9,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
-from typing import Any
+from typing import Any, NoReturn
 
 from tortoise_neon.config import tortoise_config
 from tortoise_neon.database_settings import DatabaseSettings
@@ -34,27 +34,22 @@ async def connect(models: Iterable[str] | None = None) -> AsyncIterator[Database
         await Tortoise.close_connections()
 
 
-class Interrupted(Exception):
-    def __init__(self, signum: int) -> None:
-        self.signum = signum
-
-
 def run(main: Coroutine[Any, Any, None]) -> None:
     """Run a script's ``main()``: a clean exit on Ctrl-C or SIGTERM, and one line per database
     or network error; any other exception is a bug and keeps its traceback."""
     try:
         with log_lines_on_stderr():
-            asyncio.run(_cancel_on_signals(main))
+            signum = asyncio.run(_cancel_on_signals(main))
         sys.stdout.flush()  # output to a pipe is buffered: a closed one shows here
-    except Interrupted as exc:
-        _exit(128 + exc.signum, interrupted_line(exc.signum))
     except KeyboardInterrupt:  # platforms without loop signal handlers (Windows)
-        _exit(130, interrupted_line(signal.SIGINT))
-    except BrokenPipeError:
-        # The output was closed (`python main.py | head -1`): not the database's connection.
+        signum = signal.SIGINT
+    except BrokenPipeError:  # the output was closed (`python main.py | head -1`), not the connection
         _output_closed()
     except USER_FACING as exc:
         _exit(1, f"Error: {explain_error(exc)}")
+    if signum is not None:
+        name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+        _exit(128 + signum, f"Interrupted ({name}): stopped cleanly; nothing unfinished was saved.")
 
 
 @contextmanager
@@ -74,18 +69,12 @@ def log_lines_on_stderr() -> Iterator[None]:
         package.removeHandler(handler)
 
 
-def interrupted_line(signum: int) -> str:
-    """The line a script prints when Ctrl-C (or SIGTERM) stops it."""
-    name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
-    return f"Interrupted ({name}): stopped cleanly; nothing unfinished was saved."
-
-
-def _exit(code: int, line: str) -> None:
+def _exit(code: int, line: str) -> NoReturn:
     print(line, file=sys.stderr, flush=True)
     raise SystemExit(code)
 
 
-def _output_closed() -> None:
+def _output_closed() -> NoReturn:
     """Stop without a word when the reader has gone, with the status ``cat`` or ``seq`` get
     there (141: 128 + SIGPIPE)."""
     with suppress(OSError, ValueError):  # Python's last flush of stdout must not fail again
@@ -93,8 +82,9 @@ def _output_closed() -> None:
     raise SystemExit(141)
 
 
-async def _cancel_on_signals(main: Coroutine[Any, Any, None]) -> None:
-    """Run ``main``; on SIGINT or SIGTERM cancel it, so that ``finally`` blocks and rollbacks run."""
+async def _cancel_on_signals(main: Coroutine[Any, Any, None]) -> int | None:
+    """Run ``main``; on SIGINT or SIGTERM cancel it, so that ``finally`` blocks and rollbacks run,
+    and return the signal's number."""
     task = asyncio.ensure_future(main)
     loop = asyncio.get_running_loop()
     received: list[int] = []
@@ -111,5 +101,6 @@ async def _cancel_on_signals(main: Coroutine[Any, Any, None]) -> None:
         await task
     except asyncio.CancelledError:
         if received:
-            raise Interrupted(received[0]) from None
+            return received[0]
         raise
+    return None
