@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from tortoise_neon.errors import DatabaseError, failure_reason
+from tortoise_neon.replicas import Write, lsn
 from tortoise_neon.routing import ReadRouter, RoutingState, primary, request_state
 
 import asyncpg
@@ -70,13 +71,9 @@ def take_position(key: bytes | None, value: str, state: RoutingState) -> bool:
     age = time.time() - int(written)
     if not -CLOCK_SKEW <= age <= COOKIE_MAX_AGE:
         return False
-    if key is None:
-        valid = signature is None
-    else:
-        valid = signature is not None and hmac.compare_digest(
-            signature.encode("ascii"), _signature(key, f"{position}.{written}").encode("ascii"))
+    valid = hmac.compare_digest(signature or "", _signature(key, f"{position}.{written}"))
     if valid:
-        state.must_see, state.written_at, state.trusted = position, float(written), key is not None
+        state.must_see = Write(lsn(position), float(written), trusted=key is not None)
     return valid
 
 
@@ -154,8 +151,7 @@ def _cookies(scope: Any, name: str) -> list[str]:
 async def _position_headers(client: Any, router: ReadRouter, state: RoutingState, status: int,
                             secure: bool) -> list[tuple[bytes, bytes]]:
     """After a request that wrote and succeeded: the primary's WAL position, kept as this
-    process's latest write and sent in the cookie and the header. Else the cookie's clearing,
-    when it is bad or the replica has caught up."""
+    process's latest write, in the cookie and the header. Else the cookie cleared, if bad or met."""
     attributes = "Path=/; HttpOnly; SameSite=Lax" + ("; Secure" if secure else "")
     if state.wrote and status < 400:
         try:
