@@ -127,8 +127,7 @@ class ReadRouter:
         self.latest = Write()  # this process's latest write: no read goes to a replica behind it
 
     def replica_may_serve(self, func: Any, query: str) -> bool:
-        """A read a replica may serve: Tortoise's read path, a SELECT that locks nothing
-        (``select_for_update`` is the primary's)."""
+        """Tortoise's read path, a SELECT that locks nothing (select_for_update is the primary's)."""
         return (getattr(func, "__name__", "") in ROUTED and is_read(query)
                 and not LOCKING.search(query))
 
@@ -136,8 +135,6 @@ class ReadRouter:
         """The read's result from a replica, or ReadOnPrimary: none may serve it now (behind,
         down, waking, or it refused the statement). A failed replica is left alone a while."""
         replica = self._replica_for_read()
-        if replica is None:
-            raise ReadOnPrimary
         token = replica_read.set((replica, routing_state()))
         try:
             result = await func(client, *args, **kwargs)
@@ -153,16 +150,16 @@ class ReadRouter:
         log.debug("Read ran on replica %s", replica.name)
         return result
 
-    def _replica_for_read(self) -> Replica | None:
+    def _replica_for_read(self) -> Replica:
         state = routing_state()
         if state.wrote or _pinned.get() or state.caught_up is False:
-            return None
+            raise ReadOnPrimary
         replica = state.replica
         if replica is None or not replica.usable():
             turn = itertools.islice(self._turns, len(self.replicas))  # each replica once
             replica = next((r for r in turn if r.usable()), None)
             if replica is None:
-                return None
+                raise ReadOnPrimary
             if state.replica is not None:  # another replica: check it again
                 state.caught_up = None
             state.replica = replica
@@ -175,7 +172,7 @@ class ReadRouter:
             elif time.monotonic() - replica.behind_at < RECHECK:
                 state.caught_up = False  # found behind a moment ago: the primary, no round trip
                 replica.found_behind(state.needs)
-                return None
+                raise ReadOnPrimary
         return replica
 
     def task_wrote(self) -> None:
