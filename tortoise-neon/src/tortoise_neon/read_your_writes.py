@@ -16,6 +16,8 @@ from tortoise_neon.replicas import Write, lsn
 from tortoise_neon.routing import ReadRouter, RoutingState, primary, request_state
 
 import asyncpg
+from tortoise import connections
+from tortoise.exceptions import BaseORMException
 
 log = logging.getLogger(__name__)
 
@@ -98,13 +100,14 @@ class ReadYourWrites:
         token = request_state.set(state)
         client = _client()
         router: ReadRouter | None = getattr(client, "router", None)
-        # The header (a client without cookies), or else the first cookie that verifies (a
-        # parent domain's may be planted beside this host's).
-        if router is not None and not any(
-                take_position(router.key, value, state) for value in _headers(scope, HEADER)):
-            for value in _cookies(scope, COOKIE):
-                if take_cookie(router.key, value, state):
-                    break
+        if router is not None:
+            headers, cookies = _sent(scope)
+            # The header (a client without cookies), or else the first cookie that verifies (a
+            # parent domain's may be planted beside this host's).
+            if not any(take_position(router.key, value, state) for value in headers):
+                for value in cookies:
+                    if take_cookie(router.key, value, state):
+                        break
         secure = scope.get("scheme") == "https"
 
         async def send_with_position(message: Any) -> None:
@@ -122,36 +125,31 @@ class ReadYourWrites:
 
 
 def _client() -> Any:
-    from tortoise import connections
-    from tortoise.exceptions import BaseORMException
-
     try:
         return connections.get("default")
     except (BaseORMException, RuntimeError, KeyError):  # not initialised: no replicas either
         return None
 
 
-def _headers(scope: Any, name: str) -> list[str]:
-    key = name.encode("ascii")
-    return [value.decode("latin-1").strip() for k, value in scope.get("headers", [])
-            if k.lower() == key and value.strip()]
-
-
-def _cookies(scope: Any, name: str) -> list[str]:
-    values = []
+def _sent(scope: Any) -> tuple[list[str], list[str]]:
+    """The values of the request's db-wal headers, and of its db_wal cookies."""
+    headers, cookies = [], []
     for key, value in scope.get("headers", []):
-        if key == b"cookie":
-            for part in value.decode("latin-1").split(";"):
-                cookie_name, _, cookie_value = part.strip().partition("=")
-                if cookie_name == name and cookie_value:
-                    values.append(cookie_value)
-    return values
+        text = value.decode("latin-1")
+        if key.lower() == HEADER.encode():
+            headers.append(text.strip())
+        elif key == b"cookie":
+            for part in text.split(";"):
+                name, _, cookie = part.strip().partition("=")
+                if name == COOKIE and cookie:
+                    cookies.append(cookie)
+    return headers, cookies
 
 
 async def _position_headers(client: Any, router: ReadRouter, state: RoutingState, status: int,
                             secure: bool) -> list[tuple[bytes, bytes]]:
     """After a request that wrote and succeeded: the primary's WAL position, kept as this
-    process's latest write, in the cookie and the header. Else the cookie cleared, if bad or met."""
+    process's latest write, in the cookie and the header. Else the cookie cleared: bad, or met."""
     attributes = "Path=/; HttpOnly; SameSite=Lax" + ("; Secure" if secure else "")
     if state.wrote and status < 400:
         try:

@@ -25,8 +25,8 @@ GIVE_UP_AT_ONCE = ConnectPolicy(refused_for=0, say_not_ready=False)
 
 
 class ReadOnPrimary(Exception):
-    """Not on a replica, not now (none is up, or has replayed what the request must see, or has
-    a free connection): the read runs on the primary."""
+    """The read runs on the primary: no replica may serve it now (down, waking, behind, busy, or
+    it refused the statement)."""
 
 
 def lsn(position: str) -> int:
@@ -89,15 +89,16 @@ class Replica:
             self.said_down = False
             log.warning("Read replica %s is back: reads go to it again", self.name)
 
-    def failed(self, exc: BaseException, why: str | None = None) -> None:
-        """Leave the replica alone for RETRY_AFTER seconds; one log line until it is back."""
+    def failed(self, why: BaseException | str) -> None:
+        """Leave the replica alone for RETRY_AFTER seconds, after an error (``why``) its
+        connections too; one log line until it is back."""
         self.down_until = time.monotonic() + RETRY_AFTER
         self.replayed = 0  # it may come back as another server: check it again
-        if self.pool is not None and why is None:  # its connections may be gone too
+        if self.pool is not None and not isinstance(why, str):  # its connections may be gone
             self.expiring = asyncio.get_running_loop().create_task(self.pool.expire_connections())
         if not self.said_down:
             self.said_down = True
-            reason = why or _reason(exc, self.settings)
+            reason = why if isinstance(why, str) else _reason(why, self.settings)
             log.warning("Read replica %s not used (%s): reads go to the primary; trying it "
                         "again in %.0f s", self.name, reason, RETRY_AFTER)
 
@@ -106,7 +107,7 @@ class Replica:
         cookie's steers only its client)."""
         age = time.time() - write.at
         if age > FAR_BEHIND and write.trusted:
-            self.failed(ReadOnPrimary(), f"it has not replayed a write made {age:.0f} s ago")
+            self.failed(f"it has not replayed a write made {age:.0f} s ago")
 
     async def close(self) -> None:
         if self.opening is not None:

@@ -132,8 +132,8 @@ class ReadRouter:
                 and not LOCKING.search(query))
 
     async def read_on_replica(self, client: Any, func: Any, *args: Any, **kwargs: Any) -> Any:
-        """The read's result from a replica, or ReadOnPrimary: none may serve it now (behind,
-        down, waking, or it refused the statement). A failed replica is left alone a while."""
+        """The read's result from a replica, or ReadOnPrimary. A failed replica is left alone a
+        while."""
         replica = self._replica_for_read()
         token = replica_read.set((replica, routing_state()))
         try:
