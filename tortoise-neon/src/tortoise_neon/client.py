@@ -29,8 +29,6 @@ STATEMENT_ERRORS = (asyncpg.InvalidSQLStatementNameError, asyncpg.DuplicatePrepa
 class Unavailable(DatabaseError):
     """The database could not run a statement now; ``str()`` is the one line for the log."""
 
-    may_have_been_saved = False
-
 
 class NotSaved(Unavailable):
     """Nothing of the request's change reached the database: safe to send it again."""
@@ -38,8 +36,6 @@ class NotSaved(Unavailable):
 
 class MaybeSaved(Unavailable):
     """The connection was lost after a write was sent: it may or may not have been saved."""
-
-    may_have_been_saved = True
 
 
 def is_lost(exc: object) -> bool:
@@ -101,7 +97,7 @@ class RetryingClient:
                 # replaced when next acquired, so the read runs again on a really new one.
                 await self._expire_pool()
                 failure = lost_error(exc, sends_a_write)
-                if in_transaction or failure.may_have_been_saved or attempt >= READ_ATTEMPTS:
+                if in_transaction or isinstance(failure, MaybeSaved) or attempt >= READ_ATTEMPTS:
                     raise failure from wrapped
                 attempt += 1
 
