@@ -149,7 +149,7 @@ def _sent(scope: Any) -> tuple[list[str], list[str]]:
 async def _position_headers(client: Any, router: ReadRouter, state: RoutingState, status: int,
                             secure: bool) -> list[tuple[bytes, bytes]]:
     """After a request that wrote and succeeded: the primary's WAL position, kept as this
-    process's latest write, in the cookie and the header. Else the cookie cleared: bad, or met."""
+    process's latest write, in the cookie and the header. Else the cookie cleared: bad, or replayed."""
     attributes = "Path=/; HttpOnly; SameSite=Lax" + ("; Secure" if secure else "")
     if state.wrote and status < 400:
         try:
