@@ -9,10 +9,11 @@ mode, ``max_prepared_statements=1000``) in front of each: the pooled path, as
 library's (``web:app``, ``/members``), under ``uvicorn --workers N``.
 
 1. For 1, 2 and 3 workers, with and without DATABASE_URL_REPLICA: ``--clients`` clients for
-   ``--seconds`` seconds, two in three of them only reading, the others writing one request in
-   four (each keeps its cookies, as a browser does): requests per second, the answers, and the
-   share of the reads (statements on ``library_members`` in each server's log,
-   ``log_statement = 'all'``) that the replica served.
+   ``--seconds`` seconds (tortoise_neon/testing/load.py ``steady``: each writes one request in
+   three, keeps its cookies as a browser does, and opens a new connection for each request, so
+   the workers share them): requests per second, the answers, and the share of the reads
+   (statements on ``library_members`` in each server's log, ``log_statement = 'all'``) that the
+   replica served.
 2. Round trips per request (tortoise_neon/testing/proxy.py counts them, in front of both poolers),
    one worker, one request at a time: a client that reads and never wrote, a write, and a read
    right after the same client's write (its cookie: the replica check, then the primary while
@@ -28,7 +29,6 @@ import collections
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -38,6 +38,7 @@ if str(ROOT) not in sys.path:
 
 from tortoise_neon.testing import child_env, servers
 from tortoise_neon.testing.apps import app_running
+from tortoise_neon.testing.load import steady
 from tortoise_neon.testing.proxy import ProxyThread
 
 import httpx
@@ -59,35 +60,6 @@ def reads_in_log(server: servers.PostgresServer, since: int) -> int:
 
 def log_size(server: servers.PostgresServer) -> int:
     return server.logfile.stat().st_size
-
-
-def load(base: str, clients: int, seconds: float) -> tuple[collections.Counter[str], int]:
-    answers: collections.Counter[str] = collections.Counter()
-    done = [0]
-    stop = time.monotonic() + seconds
-
-    def client(number: int) -> None:
-        writer = number % 3 == 0
-        with httpx.Client(base_url=base, timeout=60) as own:
-            i = 0
-            while time.monotonic() < stop:
-                try:
-                    if writer and i % 4 == 0:
-                        status = own.post("/members", json={"name": f"c{number}"}).status_code
-                        answers[f"POST {status}"] += 1
-                    else:
-                        answers[f"GET {own.get('/members').status_code}"] += 1
-                except httpx.HTTPError as exc:
-                    answers[type(exc).__name__] += 1
-                done[0] += 1
-                i += 1
-
-    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(seconds + 120)
-    return answers, done[0]
 
 
 def total_round_trips(*proxies: ProxyThread) -> int:
@@ -144,7 +116,7 @@ def main() -> int:
         pooled = [primary.url("bench", port=b.port) for b in bouncers]
         print(f"PostgreSQL {builds[-1].describe()}, a standby 2 s behind, PgBouncer "
               f"{'.'.join(map(str, servers.pgbouncer_version(binary)))} in front of each; "
-              f"{args.clients} clients for {args.seconds:g} s, 8 of them writing\n")
+              f"{args.clients} clients for {args.seconds:g} s, each writing one request in three\n")
         print(f"{'workers':>7}  {'replica':<8} {'req/s':>7}  {'reads on replica':>16}  answers")
         for workers in (1, 2, 3):
             for with_replica in (False, True):
@@ -153,17 +125,18 @@ def main() -> int:
                     env["DATABASE_URL_REPLICA"] = pooled[1]
                 log = workdir / f"uvicorn-{workers}-{with_replica}.log"
                 with app_running(env, log, "web:app", cwd=app, workers=workers) as api:
-                    load(str(api.base_url), args.clients, 1.0)  # warm every worker
+                    steady(str(api.base_url), "/members", args.clients, 1.0)  # warm every worker
                     time.sleep(2.5)
                     marks = [log_size(primary), log_size(standby)]
-                    answers, done = load(str(api.base_url), args.clients, args.seconds)
+                    results = steady(str(api.base_url), "/members", args.clients, args.seconds)
                     time.sleep(0.5)
+                answers = collections.Counter(answer for answer, _ in results)
                 on_primary = reads_in_log(primary, marks[0])
                 on_replica = reads_in_log(standby, marks[1])
                 share = on_replica / max(1, on_primary + on_replica)
                 shown = ", ".join(f"{k}: {v}" for k, v in sorted(answers.items()))
                 print(f"{workers:>7}  {'yes' if with_replica else 'no':<8} "
-                      f"{done / args.seconds:>7.0f}  {share:>16.0%}  {shown}")
+                      f"{len(results) / args.seconds:>7.0f}  {share:>16.0%}  {shown}")
         print("\nRound trips per request (one worker, one request at a time, both poolers "
               "counted):")
         print(f"{'replica':<8} {'read, no write':>15} {'write':>7} {'read after own write':>21}")

@@ -14,6 +14,7 @@ from pathlib import Path
 import tortoise_neon
 from tortoise_neon import read_your_writes, routing
 from tortoise_neon.read_your_writes import COOKIE, COOKIE_MAX_AGE, HEADER, cookie_value
+from tortoise_neon.replicas import Write, lsn
 from tortoise_neon.testing import servers
 from tortoise_neon.testing.apps import app_running, create_tables
 from tortoise_neon.testing.fixtures import Postgres, replayed, script_env
@@ -97,10 +98,10 @@ def test_which_cookies_are_taken(key: bytes | None) -> None:
                   if key else f"{POSITION}.{now}.x"):
         reads = routing.RoutingState()
         assert not read_your_writes.take_cookie(key, value, reads), value
-        assert reads.bad_cookie and reads.must_see is None and not reads.trusted
+        assert reads.bad_cookie and reads.must_see is None
     reads = routing.RoutingState()
     assert read_your_writes.take_cookie(key, good, reads)
-    assert (reads.must_see, reads.written_at, reads.trusted) == (POSITION, now, key is not None)
+    assert reads.must_see == Write(lsn(POSITION), now, trusted=key is not None)
     assert not reads.bad_cookie
 
 

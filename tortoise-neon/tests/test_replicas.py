@@ -18,6 +18,7 @@ from urllib.parse import quote
 import tortoise_neon
 from tortoise_neon import read_your_writes
 from tortoise_neon.read_your_writes import cookie_value, take_cookie
+from tortoise_neon.replicas import Write, lsn
 from tortoise_neon.routing import RoutingState, request_state
 from tortoise_neon.testing import hostnames, servers
 from tortoise_neon.testing.apps import (
@@ -211,7 +212,7 @@ def test_a_client_behind_its_own_write_reads_from_the_primary_until_the_replica_
             # The client's cookie: the replica has not replayed its write, so the primary.
             writer = RoutingState()
             take_cookie(client.router.key, signed, writer)
-            assert writer.must_see == position
+            assert writer.must_see is not None and writer.must_see.position == lsn(position)
             assert await in_new_request(Member.all().count, writer) == 1
             assert writer.caught_up is False
             # An edited cookie is as if absent (and cleared): that client reads from the replica.
@@ -221,7 +222,7 @@ def test_a_client_behind_its_own_write_reads_from_the_primary_until_the_replica_
             assert await in_new_request(Member.all().count, edited) == 0
             assert await in_new_request(Member.all().count) == 0  # nobody else's
             # Far behind: a write older than FAR_BEHIND not replayed yet: the primary for all.
-            old = RoutingState(must_see=position, written_at=time.time() - 60, trusted=True)
+            old = RoutingState(must_see=Write(lsn(position), time.time() - 60, trusted=True))
             with caplog.at_level(logging.WARNING, logger="tortoise_neon.replicas"):
                 assert await in_new_request(Member.all().count, old) == 1
                 assert await in_new_request(Member.all().count) == 1

@@ -1,17 +1,18 @@
-"""Tortoise's asyncpg client, riding out what a Neon compute does: restarts and a pooler.
-
-The retries and what they never repeat are in docs/app-on-neon.md.
-"""
+"""Tortoise's asyncpg client, riding out a Neon compute's restarts and its pooler (the retries and
+what they never repeat: docs/app-on-neon.md)."""
 
 from __future__ import annotations
 
 import logging
+from contextlib import suppress
 from typing import Any
 
+from tortoise_neon import pool
 from tortoise_neon.error_chain import driver_error
 from tortoise_neon.errors import LOST, DatabaseError, explain_error, used_a_closed_connection
 from tortoise_neon.read_your_writes import cookie_key
-from tortoise_neon.routing import ON_PRIMARY, ReadRouter, is_read, replica_connection, replica_read
+from tortoise_neon.replicas import ReadOnPrimary
+from tortoise_neon.routing import ReadRouter, is_read, replica_connection, replica_read
 
 import asyncpg
 from tortoise.backends.asyncpg.client import AsyncpgDBClient, TransactionWrapper
@@ -28,8 +29,6 @@ STATEMENT_ERRORS = (asyncpg.InvalidSQLStatementNameError, asyncpg.DuplicatePrepa
 class Unavailable(DatabaseError):
     """The database could not run a statement now; ``str()`` is the one line for the log."""
 
-    may_have_been_saved = False
-
 
 class NotSaved(Unavailable):
     """Nothing of the request's change reached the database: safe to send it again."""
@@ -38,8 +37,6 @@ class NotSaved(Unavailable):
 class MaybeSaved(Unavailable):
     """The connection was lost after a write was sent: it may or may not have been saved."""
 
-    may_have_been_saved = True
-
 
 def is_lost(exc: object) -> bool:
     """The connection is gone: lost, or found closed before anything was sent."""
@@ -47,22 +44,24 @@ def is_lost(exc: object) -> bool:
                                      and used_a_closed_connection(exc))
 
 
+def lost_error(exc: BaseException, sent_a_write: bool) -> Unavailable:
+    """MaybeSaved if a write may have left before the connection was lost, else NotSaved."""
+    may_have_run = sent_a_write and not used_a_closed_connection(exc)
+    return (MaybeSaved if may_have_run else NotSaved)(explain_error(exc))
+
+
 class TerminateBroken(base.PoolConnectionWrapper):  # type: ignore[type-arg]
-    """Gives a connection back to the pool, or closes it if it was lost: the pool then opens a
-    new one for the next statement instead of handing it out."""
+    """Gives a connection back to the pool, or closes a lost one: the pool opens a new one."""
 
     async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
         if self.connection is not None and is_lost(exc):
-            try:
+            with suppress(asyncpg.InterfaceError):  # closed: the pool has taken it back already
                 self.connection.terminate()
-            except asyncpg.InterfaceError:  # closed: the pool has taken it back already
-                pass
         await super().__aexit__(exc_type, exc, tb)
 
 
 class RetryingClient:
-    """Runs a lost read again and turns the statement cache off when a pooler loses prepared
-    statements: for the client and its transactions."""
+    """Runs a lost read again, and turns the statement cache off when a pooler loses statements."""
 
     def _root(self) -> AsyncpgDBClient:
         client: Any = self
@@ -73,7 +72,8 @@ class RetryingClient:
     async def _translate_exceptions(self, func: Any, *args: Any, **kwargs: Any) -> Any:
         in_transaction = isinstance(self, base.TransactionalDBClient)
         query = args[0] if args and isinstance(args[0], str) else ""
-        read = not in_transaction and is_read(query)
+        # A transaction's statements save nothing once its connection is lost: it rolls back.
+        sends_a_write = not (in_transaction or is_read(query))
         attempt, statement_retried = 1, False
         while True:
             try:
@@ -96,19 +96,15 @@ class RetryingClient:
                 # The restart or the pooler that ended it ended the pool's others too: each is
                 # replaced when next acquired, so the read runs again on a really new one.
                 await self._expire_pool()
-                line = explain_error(exc)
-                if in_transaction:  # what the transaction did is rolled back with it
-                    raise NotSaved(line) from wrapped
-                if not (read or used_a_closed_connection(exc)):
-                    raise MaybeSaved(line) from wrapped
-                if attempt >= READ_ATTEMPTS:
-                    raise NotSaved(line) from wrapped
+                failure = lost_error(exc, sends_a_write)
+                if in_transaction or isinstance(failure, MaybeSaved) or attempt >= READ_ATTEMPTS:
+                    raise failure from wrapped
                 attempt += 1
 
     async def _expire_pool(self) -> None:
-        pool = self._root()._pool
-        if pool is not None:
-            await pool.expire_connections()
+        root_pool = self._root()._pool
+        if root_pool is not None:
+            await root_pool.expire_connections()
 
     async def _cache_off(self, exc: BaseException) -> None:
         """Turn the statement cache off for this process: one log line, the first time."""
@@ -126,8 +122,7 @@ class RetryingClient:
 
 
 class Client(RetryingClient, AsyncpgDBClient):
-    """Tortoise's asyncpg client, with the retries, the statement-cache switch, and reads sent
-    to DATABASE_URL_REPLICA's replicas."""
+    """Tortoise's asyncpg client, with the retries and reads sent to DATABASE_URL_REPLICA."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         replicas = kwargs.pop("replicas", None)
@@ -135,9 +130,7 @@ class Client(RetryingClient, AsyncpgDBClient):
         self.router = ReadRouter(replicas, cookie_key()) if replicas else None
 
     async def create_pool(self, **kwargs: Any) -> Any:
-        from tortoise_neon.pool import create_pool
-
-        return await create_pool(**kwargs)
+        return await pool.create_pool(**kwargs)
 
     def acquire_connection(self) -> Any:
         on_replica = replica_read.get()
@@ -156,9 +149,8 @@ class Client(RetryingClient, AsyncpgDBClient):
             if not self.router.replica_may_serve(func, query):
                 self.router.task_wrote()  # this task's reads go to the primary from now on
             else:
-                result = await self.router.read_on_replica(self, func, *args, **kwargs)
-                if result is not ON_PRIMARY:
-                    return result
+                with suppress(ReadOnPrimary):
+                    return await self.router.read_on_replica(self, func, *args, **kwargs)
         return await super()._translate_exceptions(func, *args, **kwargs)
 
     async def _close(self) -> None:
@@ -179,10 +171,8 @@ class Transaction(RetryingClient, TransactionWrapper):
         except Exception as exc:
             if not is_lost(exc):
                 raise
-            self._lost()
-            if used_a_closed_connection(exc):  # COMMIT never left: the server rolled it back
-                raise NotSaved(explain_error(exc)) from exc
-            raise MaybeSaved(explain_error(exc)) from exc  # it may have committed, or not
+            self._lost()  # NotSaved if COMMIT never left (the server rolled back), else MaybeSaved
+            raise lost_error(exc, sent_a_write=True) from exc
 
     async def rollback(self) -> None:
         try:
@@ -194,10 +184,8 @@ class Transaction(RetryingClient, TransactionWrapper):
 
     def _lost(self) -> None:
         self._finalized = True
-        try:
+        with suppress(AttributeError, asyncpg.InterfaceError):  # none, or the pool has it back
             self._connection.terminate()  # the pool replaces it
-        except (AttributeError, asyncpg.InterfaceError):  # none, or the pool has it back
-            pass
 
 
 client_class = Client  # Tortoise's engine interface: engine "tortoise_neon.client"

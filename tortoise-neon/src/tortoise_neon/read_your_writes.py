@@ -12,9 +12,12 @@ import time
 from typing import Any
 
 from tortoise_neon.errors import DatabaseError, failure_reason
+from tortoise_neon.replicas import Write, lsn
 from tortoise_neon.routing import ReadRouter, RoutingState, primary, request_state
 
 import asyncpg
+from tortoise import connections
+from tortoise.exceptions import BaseORMException
 
 log = logging.getLogger(__name__)
 
@@ -70,13 +73,9 @@ def take_position(key: bytes | None, value: str, state: RoutingState) -> bool:
     age = time.time() - int(written)
     if not -CLOCK_SKEW <= age <= COOKIE_MAX_AGE:
         return False
-    if key is None:
-        valid = signature is None
-    else:
-        valid = signature is not None and hmac.compare_digest(
-            signature.encode("ascii"), _signature(key, f"{position}.{written}").encode("ascii"))
+    valid = hmac.compare_digest(signature or "", _signature(key, f"{position}.{written}"))
     if valid:
-        state.must_see, state.written_at, state.trusted = position, float(written), key is not None
+        state.must_see = Write(lsn(position), float(written), trusted=key is not None)
     return valid
 
 
@@ -101,13 +100,14 @@ class ReadYourWrites:
         token = request_state.set(state)
         client = _client()
         router: ReadRouter | None = getattr(client, "router", None)
-        # The header (a client without cookies), or else the first cookie that verifies (a
-        # parent domain's may be planted beside this host's).
-        if router is not None and not any(
-                take_position(router.key, value, state) for value in _headers(scope, HEADER)):
-            for value in _cookies(scope, COOKIE):
-                if take_cookie(router.key, value, state):
-                    break
+        if router is not None:
+            headers, cookies = _sent(scope)
+            # The header (a client without cookies), or else the first cookie that verifies (a
+            # parent domain's may be planted beside this host's).
+            if not any(take_position(router.key, value, state) for value in headers):
+                for value in cookies:
+                    if take_cookie(router.key, value, state):
+                        break
         secure = scope.get("scheme") == "https"
 
         async def send_with_position(message: Any) -> None:
@@ -125,37 +125,31 @@ class ReadYourWrites:
 
 
 def _client() -> Any:
-    from tortoise import connections
-    from tortoise.exceptions import BaseORMException
-
     try:
         return connections.get("default")
     except (BaseORMException, RuntimeError, KeyError):  # not initialised: no replicas either
         return None
 
 
-def _headers(scope: Any, name: str) -> list[str]:
-    key = name.encode("ascii")
-    return [value.decode("latin-1").strip() for k, value in scope.get("headers", [])
-            if k.lower() == key and value.strip()]
-
-
-def _cookies(scope: Any, name: str) -> list[str]:
-    values = []
+def _sent(scope: Any) -> tuple[list[str], list[str]]:
+    """The values of the request's db-wal headers, and of its db_wal cookies."""
+    headers, cookies = [], []
     for key, value in scope.get("headers", []):
-        if key == b"cookie":
-            for part in value.decode("latin-1").split(";"):
-                cookie_name, _, cookie_value = part.strip().partition("=")
-                if cookie_name == name and cookie_value:
-                    values.append(cookie_value)
-    return values
+        text = value.decode("latin-1")
+        if key.lower() == HEADER.encode():
+            headers.append(text.strip())
+        elif key == b"cookie":
+            for part in text.split(";"):
+                name, _, cookie = part.strip().partition("=")
+                if name == COOKIE and cookie:
+                    cookies.append(cookie)
+    return headers, cookies
 
 
 async def _position_headers(client: Any, router: ReadRouter, state: RoutingState, status: int,
                             secure: bool) -> list[tuple[bytes, bytes]]:
     """After a request that wrote and succeeded: the primary's WAL position, kept as this
-    process's latest write and sent in the cookie and the header. Else the cookie's clearing,
-    when it is bad or the replica has caught up."""
+    process's latest write, in the cookie and the header. Else the cookie cleared: bad, or replayed."""
     attributes = "Path=/; HttpOnly; SameSite=Lax" + ("; Secure" if secure else "")
     if state.wrote and status < 400:
         try:

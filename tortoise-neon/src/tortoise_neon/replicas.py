@@ -1,13 +1,12 @@
-"""One read replica (DATABASE_URL_REPLICA): its pool, and whether reads may go to it now.
-
-Where each read goes is ``routing.py``; the design is in docs/replicas-and-workers.md.
-"""
+"""One read replica (DATABASE_URL_REPLICA): its pool, and whether reads may go to it now (where
+each read goes is routing.py; the design: docs/replicas-and-workers.md)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 
 from tortoise_neon.config import pool_options
 from tortoise_neon.connecting import ConnectPolicy, is_not_ready
@@ -21,11 +20,13 @@ log = logging.getLogger(__name__)
 
 RETRY_AFTER = 30.0  # seconds a replica that failed (down, waking, far behind) is left alone
 FAR_BEHIND = 30.0  # a replica that has not replayed a write this many seconds old lags far
+# A replica that refuses is down: its reads go to the primary, and the log says so once (below)
+GIVE_UP_AT_ONCE = ConnectPolicy(refused_for=0, say_not_ready=False)
 
 
 class ReadOnPrimary(Exception):
-    """Not this read, not now: the replica has not replayed what the request must see, or every
-    connection of its pool stayed busy. The read runs on the primary."""
+    """The read runs on the primary: no replica may serve it now (down, waking, behind, busy, or
+    it refused the statement)."""
 
 
 def lsn(position: str) -> int:
@@ -34,8 +35,14 @@ def lsn(position: str) -> int:
     return (int(high, 16) << 32) | int(low, 16)
 
 
-# A replica that refuses is down: its reads go to the primary, and the log says so once (below)
-GIVE_UP_AT_ONCE = ConnectPolicy(refused_for=0, say_not_ready=False)
+@dataclass(frozen=True)
+class Write:
+    """A write reads must see: the primary's WAL position after it (lsn()), when the primary was
+    there (time.time()), and whether it may judge a replica (signed, or this process's own)."""
+
+    position: int = 0
+    at: float = 0.0
+    trusted: bool = True
 
 
 class Replica:
@@ -43,6 +50,7 @@ class Replica:
 
     def __init__(self, settings: DatabaseSettings) -> None:
         self.settings = settings
+        self.name = settings.host
         self.pool: SlotAwarePool | None = None
         self.down_until = 0.0  # time.monotonic(): left alone until then
         self.opening: asyncio.Task[None] | None = None
@@ -50,10 +58,6 @@ class Replica:
         self.said_down = False  # the log said it is not used, and has not said it is back
         self.replayed = 0  # the furthest position it was seen to have replayed (lsn())
         self.behind_at = float("-inf")  # time.monotonic() of the last check that found it behind
-
-    @property
-    def name(self) -> str:
-        return self.settings.host
 
     def usable(self) -> bool:
         """True when a read can go here now: up, and holding a connection (so it is awake). A
@@ -85,24 +89,25 @@ class Replica:
             self.said_down = False
             log.warning("Read replica %s is back: reads go to it again", self.name)
 
-    def failed(self, exc: BaseException, why: str | None = None) -> None:
-        """Leave the replica alone for RETRY_AFTER seconds; one log line until it is back."""
+    def failed(self, why: BaseException | str) -> None:
+        """Leave the replica alone for RETRY_AFTER seconds, after an error (``why``) its
+        connections too; one log line until it is back."""
         self.down_until = time.monotonic() + RETRY_AFTER
         self.replayed = 0  # it may come back as another server: check it again
-        if self.pool is not None and why is None:  # its connections may be gone too
+        if self.pool is not None and not isinstance(why, str):  # its connections may be gone
             self.expiring = asyncio.get_running_loop().create_task(self.pool.expire_connections())
         if not self.said_down:
             self.said_down = True
-            reason = why or _reason(exc, self.settings)
+            reason = why if isinstance(why, str) else _reason(why, self.settings)
             log.warning("Read replica %s not used (%s): reads go to the primary; trying it "
                         "again in %.0f s", self.name, reason, RETRY_AFTER)
 
-    def found_behind(self, written_at: float, trusted: bool) -> None:
-        """It lacks a write made at ``written_at``: left alone if that is FAR_BEHIND old and
-        ``trusted`` (signed, or this process's own; an unsigned one steers only its client)."""
-        age = time.time() - written_at
-        if age > FAR_BEHIND and trusted:
-            self.failed(ReadOnPrimary(), f"it has not replayed a write made {age:.0f} s ago")
+    def found_behind(self, write: Write) -> None:
+        """It lacks ``write``: left alone if that is FAR_BEHIND old and trusted (an unsigned
+        cookie's steers only its client)."""
+        age = time.time() - write.at
+        if age > FAR_BEHIND and write.trusted:
+            self.failed(f"it has not replayed a write made {age:.0f} s ago")
 
     async def close(self) -> None:
         if self.opening is not None:

@@ -1,6 +1,5 @@
-"""Where a read goes: a replica that has what the request must see, or the primary.
-
-The rules and their cost: docs/replicas-and-workers.md."""
+"""Where a read goes: a replica that has what the request must see, or the primary (the rules and
+their cost: docs/replicas-and-workers.md)."""
 
 from __future__ import annotations
 
@@ -13,11 +12,12 @@ from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 from tortoise_neon.database_settings import DatabaseSettings
 from tortoise_neon.errors import LOST, DatabaseError, used_a_closed_connection
-from tortoise_neon.replicas import ReadOnPrimary, Replica, lsn
+from tortoise_neon.replicas import ReadOnPrimary, Replica, Write, lsn
 
 import asyncpg
 
@@ -29,10 +29,10 @@ RECHECK = 0.1  # seconds: a replica found behind is asked again after this; the 
 LOCKING = re.compile(r"\bFOR\s+(?:NO\s+KEY\s+)?(?:UPDATE|SHARE|KEY\s+SHARE)\b", re.IGNORECASE)
 REPLAYED = "SELECT pg_last_wal_replay_lsn()::text"  # NULL: not a standby, so it has everything
 EVERYTHING = 1 << 64  # beyond any WAL position
-# What a read on a replica may meet; each sends it to the primary (a bug still raises).
-REPLICA_FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError,
-                    OSError, DatabaseError, asyncio.TimeoutError, *LOST)
-ON_PRIMARY = object()  # what ``read_on_replica`` returns for a read the primary must run
+# What a read on a replica may meet: the replica down (left alone a while), or the statement
+# refused. Each sends the read to the primary (a bug still raises).
+REPLICA_DOWN = (*LOST, DatabaseError, asyncio.TimeoutError, TimeoutError, asyncpg.InterfaceError)
+REPLICA_FAILURES = (*REPLICA_DOWN, asyncpg.PostgresError, asyncpg.InternalClientError, OSError)
 
 
 @dataclass
@@ -40,17 +40,12 @@ class RoutingState:
     """Where one task's reads may go: a script's, or one web request's."""
 
     wrote: bool = False  # it wrote: its reads go to the primary from now on
-    must_see: str | None = None  # a WAL position from the client's cookie or db-wal header
-    written_at: float = 0.0  # when the primary was at that position (time.time())
-    trusted: bool = False  # ``must_see`` was signed: it may judge the replica
+    must_see: Write | None = None  # the client's last write, from its cookie or db-wal header
     bad_cookie: bool = False  # a cookie that did not parse, verify or was too old: cleared
     replica: Replica | None = None  # the replica this request reads from (checked once)
     caught_up: bool | None = None  # whether that replica has replayed ``needs``
-    # Set at the request's first read: the later of ``must_see`` and the process's latest write
-    # (0: nothing), when the primary was there, and whether it may judge the replica.
-    needs: int | None = None
-    needs_written_at: float = 0.0
-    needs_trusted: bool = False
+    # Set at the request's first read: the later of ``must_see`` and the process's latest write.
+    needs: Write | None = None
 
 
 # Each request sets its own (``ReadYourWrites``); a script's task keeps one throughout.
@@ -88,11 +83,6 @@ def is_read(query: str) -> bool:
     return any(parts) and all(p.upper().startswith("SELECT") for p in parts if p)
 
 
-def is_locking(query: str) -> bool:
-    """``SELECT ... FOR UPDATE`` (``select_for_update``) and the like: the primary's."""
-    return bool(LOCKING.search(query))
-
-
 @asynccontextmanager
 async def replica_connection(replica: Replica, state: RoutingState) -> AsyncIterator[Any]:
     """Stands in for Tortoise's ``PoolConnectionWrapper`` for one read on a replica; first, once
@@ -106,15 +96,16 @@ async def replica_connection(replica: Replica, state: RoutingState) -> AsyncIter
             raise ReadOnPrimary from None
         raise
     try:
-        if state.caught_up is None and state.needs:
+        needs = state.needs
+        if state.caught_up is None and needs is not None:
             replayed = await connection.fetchval(REPLAYED)
             log.debug("Read replica %s has replayed %s", replica.name, replayed)
             replica.replayed = max(replica.replayed,
                                    EVERYTHING if replayed is None else lsn(replayed))
-            state.caught_up = replica.replayed >= state.needs
+            state.caught_up = replica.replayed >= needs.position
             if not state.caught_up:
                 replica.behind_at = time.monotonic()
-                replica.found_behind(state.needs_written_at, state.needs_trusted)
+                replica.found_behind(needs)
         if state.caught_up is False:
             raise ReadOnPrimary
         yield connection
@@ -133,68 +124,56 @@ class ReadRouter:
         self.replicas = [Replica(settings) for settings in replicas]
         self._turns = itertools.cycle(self.replicas)
         self.key = key  # signs the cookie (READ_YOUR_WRITES_SECRET); None: the cookie is unsigned
-        # This process's latest write (a request's that succeeded): its WAL position (lsn()),
-        # and when the primary was there (time.time()). No read goes to a replica behind it.
-        self.latest = 0
-        self.latest_at = 0.0
+        self.latest = Write()  # this process's latest write: no read goes to a replica behind it
 
     def replica_may_serve(self, func: Any, query: str) -> bool:
-        """A read a replica may serve: Tortoise's read path, a SELECT that locks nothing."""
-        return getattr(func, "__name__", "") in ROUTED and is_read(query) and not is_locking(query)
+        """Tortoise's read path, a SELECT that locks nothing (select_for_update is the primary's)."""
+        return (getattr(func, "__name__", "") in ROUTED and is_read(query)
+                and not LOCKING.search(query))
 
     async def read_on_replica(self, client: Any, func: Any, *args: Any, **kwargs: Any) -> Any:
-        """The read's result from a replica, or ``ON_PRIMARY``: none may serve it now (behind,
-        down, waking, or it refused the statement). A failed replica is left alone a while."""
+        """The read's result from a replica, or ReadOnPrimary. A failed replica is left alone a
+        while."""
         replica = self._replica_for_read()
-        if replica is None:
-            return ON_PRIMARY
         token = replica_read.set((replica, routing_state()))
         try:
             result = await func(client, *args, **kwargs)
-        except ReadOnPrimary:
-            return ON_PRIMARY
         except REPLICA_FAILURES as exc:
-            if isinstance(exc, (*LOST, DatabaseError, asyncio.TimeoutError, TimeoutError,
-                                asyncpg.InterfaceError)) or used_a_closed_connection(exc):
+            if isinstance(exc, REPLICA_DOWN) or used_a_closed_connection(exc):
                 replica.failed(exc)
             else:  # 25006 (a SELECT that writes), a table a migration just made, a conflict
                 log.debug("Read on replica %s failed (%s): running it on the primary",
                           replica.name, exc)
-            return ON_PRIMARY
+            raise ReadOnPrimary from exc
         finally:
             replica_read.reset(token)
         log.debug("Read ran on replica %s", replica.name)
         return result
 
-    def _replica_for_read(self) -> Replica | None:
+    def _replica_for_read(self) -> Replica:
         state = routing_state()
         if state.wrote or _pinned.get() or state.caught_up is False:
-            return None
+            raise ReadOnPrimary
         replica = state.replica
         if replica is None or not replica.usable():
             turn = itertools.islice(self._turns, len(self.replicas))  # each replica once
             replica = next((r for r in turn if r.usable()), None)
             if replica is None:
-                return None
+                raise ReadOnPrimary
             if state.replica is not None:  # another replica: check it again
                 state.caught_up = None
             state.replica = replica
         if state.caught_up is None:
             if state.needs is None:  # the request's first read: what it must see, from now on
-                self._set_needs(state)
-            if not state.needs or replica.replayed >= state.needs:
+                client = state.must_see or self.latest
+                state.needs = max(self.latest, client, key=attrgetter("position"))  # the later
+            if replica.replayed >= state.needs.position:
                 state.caught_up = True  # known without asking: no round trip
             elif time.monotonic() - replica.behind_at < RECHECK:
                 state.caught_up = False  # found behind a moment ago: the primary, no round trip
-                replica.found_behind(state.needs_written_at, state.needs_trusted)
-                return None
+                replica.found_behind(state.needs)
+                raise ReadOnPrimary
         return replica
-
-    def _set_needs(self, state: RoutingState) -> None:
-        needs, written_at, trusted = self.latest, self.latest_at, True
-        if state.must_see is not None and lsn(state.must_see) > needs:
-            needs, written_at, trusted = lsn(state.must_see), state.written_at, state.trusted
-        state.needs, state.needs_written_at, state.needs_trusted = needs, written_at, trusted
 
     def task_wrote(self) -> None:
         """This task wrote: its reads go to the primary from now on."""
@@ -203,8 +182,8 @@ class ReadRouter:
     def remember_write(self, position: str) -> None:
         """A request's write committed, the primary at ``position`` after it: no read in this
         process goes to a replica that has not replayed that far."""
-        if lsn(position) > self.latest:
-            self.latest, self.latest_at = lsn(position), time.time()
+        if lsn(position) > self.latest.position:
+            self.latest = Write(lsn(position), time.time())
 
     async def close(self) -> None:
         for replica in self.replicas:
