@@ -7,10 +7,12 @@ request lands."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from pathlib import Path
 
 from tortoise_neon import read_your_writes
+from tortoise_neon.replicas import lsn
 from tortoise_neon.testing import servers
 from tortoise_neon.testing.apps import app_running, create_tables
 from tortoise_neon.testing.fixtures import Postgres, migrate_database, replayed, run, script_env
@@ -190,3 +192,34 @@ def test_a_processs_write_holds_every_read_to_the_primary_until_the_replica_has_
             assert on_replica.checks == 0  # caught up and remembered: no round trip to check
 
     run(go())
+
+
+def test_a_write_that_ends_a_wal_page_is_one_the_replica_reaches(
+        pg: Postgres, dbname: str, replica_url: str, standby: servers.PostgresServer) -> None:
+    """After a write whose WAL record ends a page, the primary's insert position is past the next
+    page's header, a position no replica reports until another record comes (up to 15 s, or 30
+    s and the replica called far behind); the position the middleware remembers is the record's
+    end, which the replica reports as soon as it has replayed the write."""
+
+    async def go() -> tuple[str, str]:
+        conn = await servers.admin_connect(pg.target, dbname)
+        try:
+            await conn.execute("CREATE TABLE pages (filler text)")
+            block = int(await conn.fetchval("SELECT current_setting('wal_block_size')"))
+            for size in itertools.islice(itertools.cycle(range(1, 200)), 50_000):
+                await conn.execute(f"INSERT INTO pages VALUES (repeat('x', {size}))")
+                inserted, remembered = await conn.fetchrow(
+                    f"SELECT pg_current_wal_insert_lsn()::text, ({read_your_writes.PRIMARY_POSITION})")
+                if lsn(inserted) % block == 24:  # the page's header: the record ended the last one
+                    return inserted, remembered
+            raise AssertionError("no write ended a WAL page in 50,000")
+        finally:
+            await conn.close()
+
+    inserted, remembered = run(go())
+    assert lsn(remembered) == lsn(inserted) - 24
+    deadline = time.monotonic() + 10  # the standby replays each commit 2 s after it
+    query = "SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn"
+    while servers.admin_query(standby, query, remembered)[0][0] is not True:
+        assert time.monotonic() < deadline, f"the standby did not report {remembered}"
+        time.sleep(0.1)

@@ -30,7 +30,13 @@ CLOCK_SKEW = 60  # seconds a worker's clock may be ahead of another's (a cookie 
 # <LSN>.<unix time>[.<HMAC-SHA256, 32 hex digits>]: ASCII only, whatever the client sends
 COOKIE_FORMAT = re.compile(
     r"([0-9A-F]{1,8}/[0-9A-F]{1,8})\.([0-9]{1,12})(?:\.([0-9a-f]{32}))?", re.ASCII)
-PRIMARY_POSITION = "SELECT pg_current_wal_insert_lsn()::text"
+# The end of the primary's last WAL record, which a replica reports once it has replayed it. The
+# insert position is that, except when the record ended a page: then it is past the next page's
+# header (24 bytes, 40 at a segment's start), which no replica reports before another record.
+PRIMARY_POSITION = (
+    "SELECT (p - CASE WHEN b % pg_size_bytes(current_setting('wal_segment_size')) = 40 THEN 40 "
+    "WHEN b % current_setting('wal_block_size')::int = 24 THEN 24 ELSE 0 END)::text "
+    "FROM pg_current_wal_insert_lsn() AS p, LATERAL (SELECT p - '0/0'::pg_lsn AS b) AS w")
 
 
 def cookie_key() -> bytes | None:

@@ -31,6 +31,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import tortoise_neon
+from tortoise_neon import read_your_writes
 from tortoise_neon.migrate import quote_ident
 from tortoise_neon.testing import hostnames, servers
 from tortoise_neon.testing.neon_proxy import NeonProxy, Target, in_front_of
@@ -219,9 +220,9 @@ def standby(pg: Postgres) -> Iterator[servers.PostgresServer]:
 def replayed(pg: Postgres, standby: servers.PostgresServer, timeout: float = 60) -> None:
     """Wait until the standby has replayed everything the primary has written so far (a new
     database, say): at most ``timeout`` seconds."""
-    position = servers.admin_query(pg.target, "SELECT pg_current_wal_insert_lsn()")[0][0]
+    position = servers.admin_query(pg.target, read_your_writes.PRIMARY_POSITION)[0][0]
     deadline = time.monotonic() + timeout
-    while servers.admin_query(standby, "SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn",
+    while servers.admin_query(standby, "SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn",
                               position)[0][0] is not True:
         assert time.monotonic() < deadline, f"the standby did not replay {position} in time"
         time.sleep(0.1)
