@@ -116,21 +116,21 @@ FINAL = [  # (failure, URL changes, the line a user sees)
      (f"Neon refused endpoint {EP}: Your project has exceeded the data transfer quota. Upgrade "
       "your plan to increase limits (see Billing and usage in the Neon console)")),
 ]
-RETRIED = [  # (failure, host, the line once the deadline (connect_timeout=1) has passed)
+RETRIED = [  # (failure, host, the line once the deadline (connect_timeout=2) has passed)
     ("NOT_WOKEN", P,
-     (f"Neon could not wake the compute of endpoint {EP} within 1 s (Couldn't connect to compute "
+     (f"Neon could not wake the compute of endpoint {EP} within 2 s (Couldn't connect to compute "
       "node; {n} attempts): check the compute's state in the Neon console and Neon's status "
       "page, then run the command again")),
     ("TOO_MANY_ATTEMPTS", D,
-     (f"Neon refused new connections to endpoint {EP} for 1 s (Too many connections attempts; "
+     (f"Neon refused new connections to endpoint {EP} for 2 s (Too many connections attempts; "
       "{n} attempts): use the pooled (-pooler) connection string, open fewer connections at "
       "once, or try again later")),
     ("TOO_MANY_CONNECTIONS", P,
-     (f"Neon refused new connections to endpoint {EP} for 1 s (Too many connections to this "
+     (f"Neon refused new connections to endpoint {EP} for 2 s (Too many connections to this "
       "endpoint. Please try again later; {n} attempts): open fewer connections at once, or try "
       "again later")),
     ("NO_PERMIT", P,
-     (f"Neon refused new connections to endpoint {EP} for 1 s (Failed to acquire permit to "
+     (f"Neon refused new connections to endpoint {EP} for 2 s (Failed to acquire permit to "
       "connect to the database. Too many database connection attempts are currently ongoing; "
       "{n} attempts): open fewer connections at once, or try again later")),
 ]
@@ -161,7 +161,7 @@ def test_what_waiting_can_fix_is_retried_until_the_deadline(
         expected: str) -> None:
     endpoint = neon.endpoints[MAIN_ENDPOINT]
     endpoint.failure = getattr(neon_proxy, failure)
-    url = neon_url(neon, dbname, host) + "&connect_timeout=1"
+    url = neon_url(neon, dbname, host) + "&connect_timeout=2"
     result = run_script("members.py", env=script_env(pg, url), cwd=tmp_path)
     line = error_line(result)
     waits = [x for x in result.stderr.splitlines() if " not ready (" in x]
@@ -170,6 +170,20 @@ def test_what_waiting_can_fix_is_retried_until_the_deadline(
     assert wait.startswith(f"Database at {host}:{neon.port} not ready "
                            f"({endpoint.failure}); retrying for up to "), wait
     assert no_table(pg, dbname)
+
+
+def test_no_attempt_starts_that_the_deadline_would_cut_short(
+        neon: NeonProxy, pg: Postgres, dbname: str, tmp_path: Path) -> None:
+    """Each refusal takes 0.3 s to come (a busy control plane): the last attempt is one with
+    time for its answer, so the line is Neon's, every attempt counted; not "timed out" after an
+    attempt the deadline cut short, and no fall back from direct TLS, which worked."""
+    endpoint = neon.endpoints[MAIN_ENDPOINT]
+    endpoint.failure, endpoint.answer_delay = neon_proxy.NO_PERMIT, 0.3
+    url = neon_url(neon, dbname, P) + "&connect_timeout=2"
+    result = run_script("members.py", env=script_env(pg, url), cwd=tmp_path)
+    [(_, _, expected)] = [case for case in RETRIED if case[0] == "NO_PERMIT"]
+    assert error_line(result) == expected.format(n=endpoint.attempts), result.stderr
+    assert endpoint.attempts >= 2 and "Direct TLS failed" not in result.stderr
 
 
 # --- cold starts and suspends ----------------------------------------------------------------

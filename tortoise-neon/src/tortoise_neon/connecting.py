@@ -81,6 +81,7 @@ class RetryingConnect:
         deadline = begun + self.settings.connect_deadline
         delay, attempt = 0.25, 1
         refused_since: float | None = None  # when the current run of refusals began
+        slowest = 0.0  # seconds the slowest answer took: an attempt gets twice that, or none
         while True:
             s = self.settings
             started = time.monotonic()
@@ -91,6 +92,9 @@ class RetryingConnect:
             try:
                 connection = await asyncpg.connect(*args, **kwargs)
             except Exception as exc:
+                if s.direct_tls_fallback and isinstance(exc, asyncpg.PostgresError):
+                    # the server answered over direct TLS: a later timeout is not direct TLS's
+                    self.settings = s = dataclasses.replace(s, direct_tls_fallback=False)
                 # direct TLS by default (a Neon host), broken off or never answered
                 if s.direct_tls_fallback and (is_direct_tls_failure(exc, s) or isinstance(
                         exc, (TimeoutError, asyncio.TimeoutError))):
@@ -110,15 +114,19 @@ class RetryingConnect:
                     since, limit = refused_since, min(self.policy.refused_for, limit)
                 else:
                     refused_since = None
+                if not isinstance(exc, (TimeoutError, asyncio.TimeoutError)):  # an answer
+                    slowest = max(slowest, time.monotonic() - started)
                 remaining = min(deadline, since + limit) - time.monotonic()
-                if remaining <= 0.05:
+                pause = min(delay, 4.0, remaining) * random.uniform(0.5, 1.0)
+                # No attempt the deadline would cut short: its "timed out" would hide this answer
+                if remaining - pause < max(0.1, 2 * slowest):
                     if full:
                         raise DatabaseError(explain_slots_full(exc, s, waited=limit)) from exc
                     raise DatabaseError(explain_gave_up(exc, s, attempt, limit)) from exc
                 if attempt == 1 and self.policy.say_not_ready and not full:
                     log.warning("Database at %s not ready (%s); retrying for up to %.0f s",
                                 s.address, reason, remaining)
-                await asyncio.sleep(min(delay, 4.0, remaining) * random.uniform(0.5, 1.0))
+                await asyncio.sleep(pause)
                 delay, attempt = delay * 2, attempt + 1
             else:
                 for listener in on_connected:

@@ -92,6 +92,7 @@ class Endpoint:
     failures: int | None = None  # ... or only the first K attempts, then work
     wake_delay: float = 0.0  # seconds a suspended compute takes to wake
     suspended: bool = False  # scaled to zero: the next connection waits for wake_delay
+    answer_delay: float = 0.0  # seconds each connection waits for the control plane: a busy one
     suspend_after: float | None = None  # suspend N s after a connection's next query (0: at it)
     attempts: int = 0  # connections that asked for this endpoint
     compute: Target | None = None  # its own compute (a read replica's), else the proxy's
@@ -407,6 +408,8 @@ class NeonProxy:
         name = endpoint_id.removesuffix("-pooler")
         endpoint = self.endpoints.get(name)
         failure = endpoint.failure_now() if endpoint else None
+        if endpoint is not None:
+            await asyncio.sleep(endpoint.answer_delay)
         if failure in BEFORE_AUTH:
             raise Refused(failure)
         secret = self.roles.get(user) if endpoint else None  # unknown: a mocked secret
