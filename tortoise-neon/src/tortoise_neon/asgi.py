@@ -47,7 +47,8 @@ class OneLineStartupErrors:
 def answer_database_errors(app: FastAPI, *, show_constraint_names: bool = False) -> None:
     """A database that is down answers 503, a write a constraint refused 409 or 422 (the
     constraint's name only with ``show_constraint_names``), a value the model refused 422; the
-    package's log lines go through uvicorn's handlers unless logging was configured."""
+    package's log lines go through uvicorn's handlers unless logging was configured. It also
+    adds the ``ReadYourWrites`` middleware, which each request's reads are routed by."""
     # The driver's errors, not Python's ConnectionError: an endpoint's other services raise it.
     for kind in (DatabaseError, *(kind for kind in LOST if kind is not ConnectionError)):
         app.add_exception_handler(kind, _database_unavailable)  # type: ignore[arg-type]
