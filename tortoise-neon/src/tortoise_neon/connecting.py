@@ -117,16 +117,16 @@ class RetryingConnect:
                 if not isinstance(exc, (TimeoutError, asyncio.TimeoutError)):  # an answer
                     slowest = max(slowest, time.monotonic() - started)
                 remaining = min(deadline, since + limit) - time.monotonic()
-                pause = min(delay, 4.0, remaining) * random.uniform(0.5, 1.0)
                 # No attempt the deadline would cut short: its "timed out" would hide this answer
-                if remaining - pause < max(0.1, 2 * slowest):
+                fair = max(0.1, 2 * slowest)  # seconds the next attempt gets at least
+                if remaining - fair <= 0.05:
                     if full:
                         raise DatabaseError(explain_slots_full(exc, s, waited=limit)) from exc
                     raise DatabaseError(explain_gave_up(exc, s, attempt, limit)) from exc
                 if attempt == 1 and self.policy.say_not_ready and not full:
                     log.warning("Database at %s not ready (%s); retrying for up to %.0f s",
                                 s.address, reason, remaining)
-                await asyncio.sleep(pause)
+                await asyncio.sleep(min(delay, 4.0, remaining - fair) * random.uniform(0.5, 1.0))
                 delay, attempt = delay * 2, attempt + 1
             else:
                 for listener in on_connected:
