@@ -92,12 +92,12 @@ class RetryingConnect:
             try:
                 connection = await asyncpg.connect(*args, **kwargs)
             except Exception as exc:
+                timed_out = isinstance(exc, (TimeoutError, asyncio.TimeoutError))  # no answer
                 if s.direct_tls_fallback and isinstance(exc, asyncpg.PostgresError):
                     # the server answered over direct TLS: a later timeout is not direct TLS's
                     self.settings = s = dataclasses.replace(s, direct_tls_fallback=False)
                 # direct TLS by default (a Neon host), broken off or never answered
-                if s.direct_tls_fallback and (is_direct_tls_failure(exc, s) or isinstance(
-                        exc, (TimeoutError, asyncio.TimeoutError))):
+                if s.direct_tls_fallback and (is_direct_tls_failure(exc, s) or timed_out):
                     self.fall_back(exc)
                     continue
                 if not is_not_ready(exc, s):
@@ -114,7 +114,7 @@ class RetryingConnect:
                     since, limit = refused_since, min(self.policy.refused_for, limit)
                 else:
                     refused_since = None
-                if not isinstance(exc, (TimeoutError, asyncio.TimeoutError)):  # an answer
+                if not timed_out:
                     slowest = max(slowest, time.monotonic() - started)
                 remaining = min(deadline, since + limit) - time.monotonic()
                 # No attempt the deadline would cut short: its "timed out" would hide this answer

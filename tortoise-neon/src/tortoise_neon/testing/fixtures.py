@@ -217,10 +217,12 @@ def standby(pg: Postgres) -> Iterator[servers.PostgresServer]:
         servers.remove(server)
 
 
-def replayed(pg: Postgres, standby: servers.PostgresServer, timeout: float = 60) -> None:
-    """Wait until the standby has replayed everything the primary has written so far (a new
-    database, say): at most ``timeout`` seconds."""
-    position = servers.admin_query(pg.target, read_your_writes.PRIMARY_POSITION)[0][0]
+def replayed(pg: Postgres, standby: servers.PostgresServer, timeout: float = 60,
+             position: str | None = None) -> None:
+    """Wait until the standby has replayed ``position``, by default everything the primary has
+    written so far (a new database, say): at most ``timeout`` seconds."""
+    if position is None:
+        position = servers.admin_query(pg.target, read_your_writes.PRIMARY_POSITION)[0][0]
     deadline = time.monotonic() + timeout
     while servers.admin_query(standby, "SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn",
                               position)[0][0] is not True:
